@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Set-up and everyday commands on a fresh clone, with nothing but Python 3.11.
+
+    python3 dev.py run     create .venv, install, run the whole system (embedded by default)
+    python3 dev.py test    create .venv, install, run ruff and the whole test suite
+    python3 dev.py install only create .venv and install
+
+Extra arguments go to the command: `python3 dev.py test -k webhook`, `python3 dev.py run --port 9000`.
+"""
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".installed"
+
+
+def install() -> None:
+    if sys.version_info < (3, 11):  # noqa: UP036 (dev.py runs before the venv exists)
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
+    if not (BIN / "python").exists():
+        print(f"Creating {VENV} ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    inputs = [ROOT / "pyproject.toml", ROOT / "constraints.txt"]
+    newest = max(p.stat().st_mtime for p in inputs if p.exists())
+    if STAMP.exists() and STAMP.stat().st_mtime >= newest:
+        return
+    print("Installing the project and its pinned dependencies ...", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[test]"], check=True)
+    STAMP.touch()
+
+
+def main() -> int:
+    command, *rest = sys.argv[1:] or ["help"]
+    if command not in ("run", "test", "install"):
+        print(__doc__)
+        return 0 if command == "help" else 2
+    install()
+    os.chdir(ROOT)
+    if command == "run":
+        return subprocess.call([str(BIN / "market"), "up", *rest])
+    if command == "test":
+        lint = subprocess.call([str(BIN / "ruff"), "check", "shared", "services", "tests", "bench", "dev.py"])
+        tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
+        return tests or lint
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The api's actors: process stored webhooks, react to purchases."""
+
+from services.api import handlers
+from shared.contracts import PurchaseCompleted
+from shared.db import transaction
+from shared.messaging import actor
+from shared.outbox import consume
+
+SERVICE = "api"
+
+
+@actor(SERVICE, "api.process_webhook", queue="api.webhooks", time_limit_s=60)
+def process_webhook(payload: dict) -> None:
+    """Verify the payment in a stored webhook and mark its order paid."""
+    with transaction(SERVICE) as session:
+        handlers.process_webhook(session, int(payload["webhook_event_id"]))
+
+
+@actor(SERVICE, "api.on_purchase_completed", queue="api.events", time_limit_s=120)
+def on_purchase_completed(envelope: dict) -> None:
+    """Clear the buyer's cart; the inbox makes a second delivery a no-op."""
+    consume(SERVICE, "api.on_purchase_completed", envelope, PurchaseCompleted, handlers.clear_cart)

@@ -1,0 +1,27 @@
+"""The api's Flask application factory."""
+
+from flask import Flask
+from sqlalchemy import text
+
+from services.api import catalog, orders, users, webhooks
+from services.api.http import register_errors
+from shared import observability
+from shared.db import transaction
+
+
+def create_app() -> Flask:
+    observability.setup("api")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 200 * 1024 * 1024
+    app.json.sort_keys = False
+    register_errors(app)
+    for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp):
+        app.register_blueprint(blueprint)
+
+    @app.get("/healthz")
+    def healthz():
+        with transaction("api") as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "service": "api"}
+
+    return app

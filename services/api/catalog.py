@@ -1,0 +1,83 @@
+"""Products: a seller, a price in minor units, and the digital file a buyer downloads."""
+
+import hashlib
+
+from flask import Blueprint, g, request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from services.api.http import ApiError, authenticated, parse
+from services.api.models import Product
+from shared.contracts import Currency, ProductFileUploaded
+from shared.db import transaction
+from shared.outbox import publish
+from shared.settings import get_settings
+from shared.storage import LocalStorage
+
+bp = Blueprint("catalog", __name__)
+
+
+class NewProduct(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=10_000)
+    price_minor: int = Field(gt=0, le=10**12)
+    currency: Currency
+
+
+def product_json(p: Product) -> dict:
+    return {"id": p.id, "seller_id": p.seller_id, "title": p.title, "description": p.description,
+            "price_minor": p.price_minor, "currency": p.currency, "has_file": p.file_key is not None}
+
+
+@bp.post("/products")
+@authenticated
+def create_product():
+    body = parse(NewProduct)
+    with transaction("api") as session:
+        product = Product(seller_id=g.user_id, **body.model_dump())
+        session.add(product)
+        session.flush()
+        return product_json(product), 201
+
+
+@bp.get("/products")
+def list_products():
+    with transaction("api") as session:
+        return {"products": [product_json(p) for p in session.scalars(select(Product).order_by(Product.id))]}
+
+
+@bp.get("/products/<int:product_id>")
+def get_product(product_id: int):
+    with transaction("api") as session:
+        return product_json(_product(session, product_id))
+
+
+@bp.put("/products/<int:product_id>/file")
+@authenticated
+def upload_file(product_id: int):
+    """Store the product's file under a content-addressed key; media learns of it by message."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise ApiError(400, "send the file as multipart/form-data in a field named 'file'")
+    data = upload.read()
+    if not data:
+        raise ApiError(400, "the uploaded file is empty")
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"products/{product_id}/{digest}"
+    with transaction("api") as session:
+        product = _product(session, product_id)
+        if product.seller_id != g.user_id:
+            raise ApiError(403, "only the product's seller can upload its file")
+        LocalStorage(get_settings().storage_dir).put(key, data)
+        product.file_key = key
+        publish(session, ProductFileUploaded(
+            product_id=product_id, storage_key=key, filename=upload.filename[:200],
+            content_type=upload.mimetype or "application/octet-stream", size_bytes=len(data), sha256=digest))
+        return product_json(product)
+
+
+def _product(session, product_id: int) -> Product:
+    product = session.get(Product, product_id)
+    if product is None:
+        raise ApiError(404, f"product {product_id} does not exist")
+    return product

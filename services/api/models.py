@@ -1,0 +1,82 @@
+"""The api's tables: users, catalog, carts, orders and raw webhook events."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shared.db import Base as KernelBase
+
+
+class Base(KernelBase):
+    __abstract__ = True
+    metadata = sa.MetaData()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(120))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class Product(Base):
+    __tablename__ = "products"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seller_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    title: Mapped[str] = mapped_column(sa.String(200))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    price_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    file_key: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class CartItem(Base):
+    __tablename__ = "cart_items"
+    buyer_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(sa.ForeignKey("products.id"), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    product: Mapped[Product] = relationship(lazy="joined")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(sa.String(64), unique=True)  # what the provider echoes back
+    buyer_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending")  # pending | paid
+    provider: Mapped[str] = mapped_column(sa.String(16))
+    provider_checkout_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)  # M-Pesa STK request
+    provider_payment_id: Mapped[str | None] = mapped_column(sa.String(128))
+    total_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    paid_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    lines: Mapped[list["OrderLine"]] = relationship(lazy="selectin", order_by="OrderLine.id")
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id"), index=True)
+    product_id: Mapped[int] = mapped_column(sa.ForeignKey("products.id"))
+    seller_id: Mapped[int] = mapped_column(sa.Integer)
+    title: Mapped[str] = mapped_column(sa.String(200))
+    price_minor: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+    __table_args__ = (sa.UniqueConstraint("provider", "event_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(16))
+    event_id: Mapped[str] = mapped_column(sa.String(128))
+    event_type: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[str] = mapped_column(sa.Text)  # the raw body, exactly as signed
+    status: Mapped[str] = mapped_column(sa.String(16), default="received")  # received|processed|ignored|rejected
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    processed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

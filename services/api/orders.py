@@ -1,0 +1,108 @@
+"""The buyer's cart and checkout: an order that waits for the provider's webhook."""
+
+import secrets
+from typing import Literal
+
+from flask import Blueprint, g
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from services.api.http import ApiError, authenticated, parse
+from services.api.models import CartItem, Order, OrderLine, Product
+from shared.db import transaction
+
+bp = Blueprint("orders", __name__)
+
+
+class NewCartItem(BaseModel):
+    product_id: int
+
+
+class Checkout(BaseModel):
+    provider: Literal["stripe", "paytm", "mpesa"]
+    phone: str | None = Field(default=None, pattern=r"^2547\d{8}$")
+
+
+@bp.get("/cart")
+@authenticated
+def get_cart():
+    with transaction("api") as session:
+        return _cart_json(_cart(session))
+
+
+@bp.post("/cart/items")
+@authenticated
+def add_to_cart():
+    body = parse(NewCartItem)
+    with transaction("api") as session:
+        if session.get(Product, body.product_id) is None:
+            raise ApiError(404, f"product {body.product_id} does not exist")
+        if session.get(CartItem, (g.user_id, body.product_id)) is None:
+            session.add(CartItem(buyer_id=g.user_id, product_id=body.product_id))
+            session.flush()
+        return _cart_json(_cart(session)), 201
+
+
+@bp.delete("/cart/items/<int:product_id>")
+@authenticated
+def remove_from_cart(product_id: int):
+    with transaction("api") as session:
+        item = session.get(CartItem, (g.user_id, product_id))
+        if item is not None:
+            session.delete(item)
+            session.flush()
+        return _cart_json(_cart(session))
+
+
+@bp.post("/orders")
+@authenticated
+def checkout():
+    """Freeze the cart into a pending order; the provider's webhook will mark it paid."""
+    body = parse(Checkout)
+    if body.provider == "mpesa" and not body.phone:
+        raise ApiError(400, "M-Pesa checkout needs a phone number (2547XXXXXXXX)")
+    with transaction("api") as session:
+        items = _cart(session)
+        if not items:
+            raise ApiError(409, "the cart is empty")
+        currencies = {i.product.currency for i in items}
+        if len(currencies) > 1:
+            raise ApiError(409, f"the cart mixes currencies {sorted(currencies)}; check out one at a time")
+        order = Order(reference=f"ord_{secrets.token_hex(12)}", buyer_id=g.user_id, provider=body.provider,
+                      currency=currencies.pop(), total_minor=sum(i.product.price_minor for i in items),
+                      lines=[OrderLine(product_id=i.product_id, seller_id=i.product.seller_id,
+                                       title=i.product.title, price_minor=i.product.price_minor) for i in items])
+        if body.provider == "mpesa":
+            # The STK push request to Daraja answers with this id; the callback must echo it.
+            order.provider_checkout_id = f"ws_CO_{secrets.token_hex(10)}"
+        session.add(order)
+        session.flush()
+        return order_json(order), 201
+
+
+@bp.get("/orders/<int:order_id>")
+@authenticated
+def get_order(order_id: int):
+    with transaction("api") as session:
+        order = session.get(Order, order_id)
+        if order is None or order.buyer_id != g.user_id:
+            raise ApiError(404, f"order {order_id} does not exist")
+        return order_json(order)
+
+
+def order_json(o: Order) -> dict:
+    return {"id": o.id, "reference": o.reference, "status": o.status, "provider": o.provider,
+            "provider_checkout_id": o.provider_checkout_id, "total_minor": o.total_minor, "currency": o.currency,
+            "paid_at": o.paid_at.isoformat() if o.paid_at else None,
+            "lines": [{"product_id": ln.product_id, "title": ln.title, "price_minor": ln.price_minor}
+                      for ln in o.lines]}
+
+
+def _cart(session) -> list[CartItem]:
+    return list(session.scalars(select(CartItem).where(CartItem.buyer_id == g.user_id)
+                                .order_by(CartItem.added_at, CartItem.product_id)))
+
+
+def _cart_json(items: list[CartItem]) -> dict:
+    return {"items": [{"product_id": i.product_id, "title": i.product.title, "price_minor": i.product.price_minor,
+                       "currency": i.product.currency} for i in items]}

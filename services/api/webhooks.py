@@ -1,0 +1,85 @@
+"""Payment webhooks: verify, store the raw event once, answer at once; an actor does the rest."""
+
+import hmac
+import logging
+import time
+
+from flask import Blueprint, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from services.api.http import ApiError
+from services.api.models import Order, WebhookEvent
+from services.api.payments import STRIPE_EVENTS, Received, WebhookRejected, verify_mpesa, verify_paytm, verify_stripe
+from shared.db import transaction
+from shared.outbox import send
+from shared.settings import get_settings
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+log = logging.getLogger(__name__)
+
+
+@bp.post("/stripe")
+def stripe():
+    settings = get_settings()
+    received = _verified(lambda: verify_stripe(_body(), request.headers.get("Stripe-Signature"),
+                                               settings.stripe_webhook_secret, settings.stripe_tolerance_seconds,
+                                               time.time()))
+    if received.event_type not in STRIPE_EVENTS:
+        return {"status": "ignored", "reason": f"{received.event_type} needs no action"}
+    return _store("stripe", received)
+
+
+@bp.post("/paytm")
+def paytm():
+    _body()  # enforces the size limit before the form is parsed
+    received = _verified(lambda: verify_paytm(request.form.to_dict(), get_settings().paytm_merchant_key))
+    return _store("paytm", received)
+
+
+@bp.post("/mpesa/<secret>")
+def mpesa(secret: str):
+    if not hmac.compare_digest(secret.encode(), get_settings().mpesa_callback_secret.encode()):
+        raise ApiError(404, "unknown callback URL")
+    received = _verified(lambda: verify_mpesa(_body()))
+    with transaction("api") as session:
+        pending = session.scalar(select(Order.id).where(Order.provider_checkout_id == received.event_id,
+                                                        Order.status == "pending"))
+        seen = session.scalar(select(WebhookEvent.id).where(WebhookEvent.provider == "mpesa",
+                                                            WebhookEvent.event_id == received.event_id))
+    if pending is None and seen is None:
+        raise ApiError(404, f"no pending checkout request {received.event_id}")
+    return _store("mpesa", received) | {"ResultCode": 0, "ResultDesc": "Accepted"}
+
+
+def _body() -> bytes:
+    limit = get_settings().webhook_max_bytes
+    if request.content_length is None:
+        raise ApiError(411, "a Content-Length header is required")
+    if request.content_length > limit:
+        raise ApiError(413, f"webhook body larger than {limit} bytes")
+    return request.get_data(cache=True)
+
+
+def _verified(verify) -> Received:
+    try:
+        return verify()
+    except WebhookRejected as exc:
+        log.warning("Rejected a %s webhook: %s.", request.path, exc)
+        raise ApiError(400, str(exc)) from None
+
+
+def _store(provider: str, received: Received) -> dict:
+    """Store once per (provider, event id) and queue processing in the same transaction."""
+    try:
+        with transaction("api") as session:
+            event = WebhookEvent(provider=provider, event_id=received.event_id, event_type=received.event_type,
+                                 payload=received.payload)
+            session.add(event)
+            session.flush()
+            send(session, "api", "api.webhooks", "api.process_webhook", {"webhook_event_id": event.id})
+    except IntegrityError:
+        log.info("Duplicate %s webhook %s acknowledged; nothing done.", provider, received.event_id)
+        return {"status": "duplicate", "event_id": received.event_id}
+    log.info("Stored %s webhook %s as #%s.", provider, received.event_id, event.id)
+    return {"status": "accepted", "event_id": received.event_id}

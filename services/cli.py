@@ -1,0 +1,150 @@
+"""`market`: the one command line for the whole system."""
+
+import json
+import os
+import sys
+
+import click
+import sqlalchemy as sa
+
+from services import registry
+from shared.settings import SERVICES, get_settings
+
+service_arg = click.argument("service", type=click.Choice(SERVICES))
+
+
+@click.group()
+def cli() -> None:
+    """Marketplace services: API, billing, mailer, media and reports on Dramatiq."""
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def up(host: str, port: int) -> None:
+    """Run everything: one process with no servers by default, or one process per service
+    when broker URLs (MARKET_BROKER_URL, MARKET_<SERVICE>_BROKER_URL) point at RabbitMQ or Redis."""
+    from services import runner
+
+    if get_settings().embedded:
+        runner.run_embedded(host, port)
+    else:
+        runner.run_processes()
+
+
+@cli.command()
+def migrate() -> None:
+    """Create every service's database and tables (safe to run again)."""
+    registry.migrate_all()
+    for service in SERVICES:
+        click.echo(f"{service}: {sa.engine.make_url(get_settings().database_url_for(service)).render_as_string()}"
+                   " is up to date")
+
+
+@cli.command()
+@click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
+@click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND)")
+@click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
+def serve(app: str, bind: str | None, workers: int | None) -> None:
+    """Serve the api or media's download app under gunicorn."""
+    settings = get_settings()
+    bind = bind or getattr(settings, f"{app}_bind")
+    args = ["gunicorn", "--bind", bind, "--workers", str(workers or settings.web_workers),
+            "--graceful-timeout", "20", "--access-logfile", "-", f"{registry.WEB_APPS[app]}()"]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@cli.command()
+@service_arg
+@click.option("--processes", type=int, help="worker processes (default MARKET_WORKER_PROCESSES)")
+@click.option("--threads", type=int, help="threads per process (default MARKET_WORKER_THREADS)")
+def worker(service: str, processes: int | None, threads: int | None) -> None:
+    """Run one Dramatiq worker for SERVICE, consuming only its own queues."""
+    settings = get_settings()
+    args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
+            "--processes", str(processes or settings.worker_processes),
+            "--threads", str(threads or settings.worker_threads),
+            "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@cli.command()
+@click.option("--api-url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--provider", type=click.Choice(["stripe", "paytm", "mpesa"]), default="stripe", show_default=True)
+@click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for every service")
+def demo(api_url: str, provider: str, timeout: float) -> None:
+    """Buy a product through a correctly signed webhook and show what each service did."""
+    from services.demo import run_demo
+
+    run_demo(api_url.rstrip("/"), provider, timeout)
+
+
+@cli.group()
+def failed() -> None:
+    """Messages that failed for good: list, retry, forget or flush them."""
+
+
+@failed.command("list")
+@service_arg
+def failed_list(service: str) -> None:
+    from services import failed_jobs
+
+    rows = failed_jobs.listing(service)
+    for row in rows:
+        error = row["error"].strip().splitlines()[-1] if row["error"].strip() else ""
+        click.echo(f"#{row['id']}  {row['failed_at']:%Y-%m-%d %H:%M:%S}  {row['actor']}  {error}")
+    click.echo(f"{len(rows)} failed job(s) in {service}.")
+
+
+@failed.command("retry")
+@service_arg
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="retry every failed job of SERVICE")
+def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
+    from services import failed_jobs
+
+    if not ids and not everything:
+        raise click.UsageError("name the failed job ids to retry, or pass --all")
+    count = failed_jobs.retry(service, _ids(ids), everything)
+    click.echo(f"Re-enqueued {count} failed job(s) of {service}.")
+
+
+@failed.command("forget")
+@service_arg
+@click.argument("ids", nargs=-1, required=True)
+def failed_forget(service: str, ids: tuple[str, ...]) -> None:
+    from services import failed_jobs
+
+    click.echo(f"Forgot {failed_jobs.forget(service, _ids(ids))} failed job(s) of {service}.")
+
+
+@failed.command("flush")
+@service_arg
+def failed_flush(service: str) -> None:
+    from services import failed_jobs
+
+    click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
+
+
+@cli.command()
+def subscriptions() -> None:
+    """Print the subscription table: which actor of which service receives each event."""
+    from shared.contracts import SUBSCRIPTIONS
+
+    click.echo(json.dumps({event: [t._asdict() for t in targets] for event, targets in SUBSCRIPTIONS.items()},
+                          indent=2))
+
+
+def _ids(ids: tuple[str, ...]) -> list[int]:
+    try:
+        return [int(i) for i in ids]
+    except ValueError:
+        raise click.BadParameter(f"failed job ids are numbers, got {' '.join(ids)}") from None
+
+
+def main() -> None:
+    cli(prog_name="market")
+
+
+if __name__ == "__main__":
+    main()

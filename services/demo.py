@@ -1,0 +1,127 @@
+"""`market demo`: one purchase driven like a real client, then what every service did with it."""
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import click
+import sqlalchemy as sa
+
+from services.api.payments import paytm_sign
+from shared.db import transaction
+from shared.settings import get_settings
+
+BOUNDARY = "marketplace-demo-boundary"
+
+
+def call(method: str, url: str, body=None, token: str | None = None, headers: dict | None = None) -> dict:
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if isinstance(body, dict):
+        body, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(f"{method} {url} answered {exc.code}: {exc.read().decode()[:300]}") from None
+    except urllib.error.URLError as exc:
+        raise click.ClickException(f"cannot reach {url} ({exc.reason}). Start the system first: "
+                                   "python3 dev.py run") from None
+
+
+def signed_webhook(api: str, provider: str, order: dict) -> tuple[str, bytes, dict]:
+    """The request the provider would send for this order, signed with the configured secret."""
+    settings = get_settings()
+    if provider == "stripe":
+        event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "type": "payment_intent.succeeded",
+                 "data": {"object": {"id": f"pi_{uuid.uuid4().hex[:24]}", "object": "payment_intent",
+                                     "amount_received": order["total_minor"], "currency": order["currency"].lower(),
+                                     "metadata": {"order_reference": order["reference"]}}}}
+        body = json.dumps(event).encode()
+        ts = int(time.time())
+        sig = hmac.new(settings.stripe_webhook_secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        return f"{api}/webhooks/stripe", body, {"Stripe-Signature": f"t={ts},v1={sig}",
+                                                 "Content-Type": "application/json"}
+    if provider == "paytm":
+        params = {"ORDERID": order["reference"], "TXNID": f"T{secrets.token_hex(8)}", "STATUS": "TXN_SUCCESS",
+                  "TXNAMOUNT": f"{order['total_minor'] // 100}.{order['total_minor'] % 100:02d}",
+                  "CURRENCY": order["currency"], "RESPMSG": "Txn Success"}
+        params["CHECKSUMHASH"] = paytm_sign(params, settings.paytm_merchant_key)
+        return (f"{api}/webhooks/paytm", urllib.parse.urlencode(params).encode(),
+                {"Content-Type": "application/x-www-form-urlencoded"})
+    items = [{"Name": "Amount", "Value": order["total_minor"] / 100},
+             {"Name": "MpesaReceiptNumber", "Value": secrets.token_hex(5).upper()}]
+    body = {"Body": {"stkCallback": {"MerchantRequestID": secrets.token_hex(6),
+                                     "CheckoutRequestID": order["provider_checkout_id"], "ResultCode": 0,
+                                     "ResultDesc": "The service request is processed successfully.",
+                                     "CallbackMetadata": {"Item": items}}}}
+    return (f"{api}/webhooks/mpesa/{settings.mpesa_callback_secret}", json.dumps(body).encode(),
+            {"Content-Type": "application/json"})
+
+
+def upload(url: str, token: str, filename: str, data: bytes) -> dict:
+    body = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: text/plain\r\n\r\n").encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return call("PUT", url, body, token, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+
+
+def wait_for(what: str, probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise click.ClickException(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+def rows(service: str, sql: str, **params) -> list[dict]:
+    with transaction(service) as session:
+        return [dict(r) for r in session.execute(sa.text(sql), params).mappings()]
+
+
+def run_demo(api: str, provider: str, timeout: float) -> None:
+    tag = secrets.token_hex(3)
+    seller = call("POST", f"{api}/users", {"email": f"seller-{tag}@example.com", "name": "Sam Seller"})
+    buyer = call("POST", f"{api}/users", {"email": f"buyer-{tag}@example.com", "name": "Bea Buyer"})
+    currency = {"stripe": "USD", "paytm": "INR", "mpesa": "KES"}[provider]
+    product = call("POST", f"{api}/products", {"title": "The Queue Handbook", "price_minor": 1999,
+                                               "currency": currency}, seller["token"])
+    upload(f"{api}/products/{product['id']}/file", seller["token"], "queue-handbook.txt",
+           b"Chapter 1: messages are cheap, lost messages are not.\n")
+    call("POST", f"{api}/cart/items", {"product_id": product["id"]}, buyer["token"])
+    checkout = {"provider": provider} | ({"phone": "254712345678"} if provider == "mpesa" else {})
+    order = call("POST", f"{api}/orders", checkout, buyer["token"])
+    click.echo(f"api      order {order['id']} ({order['reference']}) for {order['total_minor']} {currency} minor units")
+    url, body, headers = signed_webhook(api, provider, order)
+    answer = call("POST", url, body, headers=headers)
+    click.echo(f"api      {provider} webhook answered {answer['status']}")
+    wait_for("the order to be paid", lambda: call("GET", f"{api}/orders/{order['id']}",
+                                                  token=buyer["token"])["status"] == "paid", timeout)
+    click.echo(f"api      order {order['id']} is paid; cart now holds "
+               f"{len(call('GET', f'{api}/cart', token=buyer['token'])['items'])} item(s)")
+    for entry in wait_for("billing's ledger", lambda: rows(
+            "billing", "SELECT account, amount_minor, currency FROM ledger_entries WHERE order_id = :o",
+            o=order["id"]), timeout):
+        click.echo(f"billing  ledger {entry['account']:<16} +{entry['amount_minor']} {entry['currency']}")
+    for sale in wait_for("the reports read model", lambda: rows(
+            "reports", "SELECT product_id, amount_minor FROM sales WHERE order_id = :o", o=order["id"]), timeout):
+        click.echo(f"reports  sale of product {sale['product_id']} for {sale['amount_minor']} recorded")
+    mails = wait_for("both emails to be delivered", lambda: (lambda m: len(m) == 2 and m)(rows(
+        "mailer", "SELECT subject, status FROM outbound_messages WHERE to_email = :e AND status = 'sent'",
+        e=buyer["email"])), timeout)
+    for mail in mails:
+        click.echo(f"mailer   sent to {buyer['email']}: {mail['subject']}")
+    grants = wait_for("download grants", lambda: rows(
+        "media", "SELECT id, title FROM download_grants WHERE order_id = :o", o=order["id"]), timeout)
+    click.echo(f"media    {len(grants)} download grant(s); the links are in the second email")
+    if get_settings().mail_transport == "file":
+        click.echo(f"\nMail files are in {get_settings().mail_dir.resolve()}")

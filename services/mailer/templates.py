@@ -1,0 +1,29 @@
+"""Email templates: one folder per template with subject.txt, body.txt and body.html (autoescaped)."""
+
+from functools import lru_cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+ZERO_DECIMAL = {"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"}
+
+
+def money(minor: int, currency: str) -> str:
+    if currency in ZERO_DECIMAL:
+        return f"{minor:,} {currency}"
+    return f"{minor // 100:,}.{minor % 100:02d} {currency}"
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("services.mailer", "templates"), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["money"] = money
+    return env
+
+
+def render(name: str, context: dict) -> tuple[str, str, str]:
+    """(subject, text, html); the subject is one line whatever the data holds."""
+    env = environment()
+    subject = " ".join(env.get_template(f"{name}/subject.txt").render(context).split())
+    return (subject, env.get_template(f"{name}/body.txt").render(context),
+            env.get_template(f"{name}/body.html").render(context))

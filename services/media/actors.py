@@ -1,0 +1,30 @@
+"""Media's actors."""
+
+from functools import partial
+
+from services.media import handlers
+from services.media.links import LinkSigner
+from shared.contracts import ProductFileUploaded, PurchaseCompleted
+from shared.messaging import actor
+from shared.outbox import consume
+from shared.settings import get_settings
+
+SERVICE = "media"
+
+
+def signer() -> LinkSigner:
+    s = get_settings()
+    return LinkSigner(s.media_signing_secret, s.download_base_url, s.download_link_ttl_s)
+
+
+@actor(SERVICE, "media.on_purchase_completed", queue="media.events", time_limit_s=120)
+def on_purchase_completed(envelope: dict) -> None:
+    """Create download grants and links; the inbox keeps a redelivery from granting twice."""
+    grant = partial(handlers.grant_downloads, signer=signer())
+    consume(SERVICE, "media.on_purchase_completed", envelope, PurchaseCompleted, grant)
+
+
+@actor(SERVICE, "media.on_product_file_uploaded", queue="media.events", time_limit_s=60)
+def on_product_file_uploaded(envelope: dict) -> None:
+    """Record the product's file; recording the same upload twice leaves the same row."""
+    consume(SERVICE, "media.on_product_file_uploaded", envelope, ProductFileUploaded, handlers.record_file)

@@ -1,0 +1,133 @@
+"""Brokers, one per service, set up so that nothing is lost; and the actor declaration every service uses.
+
+- RabbitMQ publishes with publisher confirms.
+- Redis requeues a dead worker's unacked messages on a timer (every few seconds), not
+  only in Dramatiq's random maintenance pass, and keeps this process's heartbeat fresh.
+- Messages that exhaust their retries are kept in the service's failed-jobs table.
+"""
+
+import logging
+import threading
+import traceback
+from functools import cache
+
+import dramatiq
+import sqlalchemy as sa
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+
+from shared.db import failed_jobs, transaction
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (bad payload, unknown id): the message fails at once."""
+
+
+class MaintainedRedisBroker(RedisBroker):
+    """A RedisBroker whose maintenance pass can be run on purpose."""
+
+    _forced = threading.local()
+
+    def _should_do_maintenance(self, command: str) -> int:
+        return 1 if getattr(self._forced, "on", False) else super()._should_do_maintenance(command)
+
+    def maintain(self) -> None:
+        """Requeue messages held by dead workers on every queue of this broker; refreshes our heartbeat."""
+        self._forced.on = True
+        try:
+            for queue in sorted(self.queues | self.delay_queues):
+                self.do_qsize(queue)
+        finally:
+            self._forced.on = False
+
+
+class Periodic(Middleware):
+    """Runs `fn` every `interval` seconds in a daemon thread while the worker is up."""
+
+    def __init__(self, name: str, interval: float, fn):
+        self.name, self.interval, self.fn = name, interval, fn
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker, worker) -> None:
+        self._stop.clear()
+        threading.Thread(target=self._loop, name=self.name, daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.fn()
+            except Exception:
+                log.exception("Periodic task %s failed; it runs again in %.1f s.", self.name, self.interval)
+
+
+class FailedJobs(Middleware):
+    """Keeps every message that failed for good in its service's failed-jobs table."""
+
+    def __init__(self, service: str):
+        self.service = service
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        if exception is not None and message.failed:
+            self._store(message, "".join(traceback.format_exception(exception, limit=20)))
+
+    def after_skip_message(self, broker, message) -> None:
+        if message.failed:
+            self._store(message, "skipped by middleware (age limit or shutdown)")
+
+    def _store(self, message, error: str) -> None:
+        with transaction(self.service) as session:
+            exists = session.scalar(sa.select(failed_jobs.c.id).where(failed_jobs.c.message_id == message.message_id))
+            if not exists:
+                session.execute(failed_jobs.insert().values(
+                    message_id=message.message_id, queue=message.queue_name, actor=message.actor_name,
+                    message=message.asdict(), error=error))
+        log.error("Message %s (%s) failed for good and was stored in %s's failed jobs.",
+                  message.message_id, message.actor_name, self.service)
+
+
+@cache
+def broker_for(service: str) -> dramatiq.Broker:
+    """The broker this process uses to reach `service` (its own, or a target of a publish)."""
+    settings = get_settings()
+    url = settings.broker_url_for(service)
+    if url.startswith("amqp"):
+        broker = RabbitmqBroker(url=url, confirm_delivery=True)
+    elif url.startswith("redis"):
+        broker = MaintainedRedisBroker(url=url, heartbeat_timeout=settings.redis_heartbeat_timeout_ms)
+    elif url.startswith("memory"):
+        broker = StubBroker()
+    else:
+        raise ValueError(f"unsupported broker URL for {service}: {url!r} (use amqp://, redis:// or memory://)")
+    broker.add_middleware(FailedJobs(service))
+    return broker
+
+
+def add_worker_duties(service: str) -> None:
+    """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
+    from shared.outbox import relay
+
+    settings = get_settings()
+    broker = broker_for(service)
+    broker.add_middleware(Periodic(f"{service}-outbox-relay", settings.outbox_relay_interval_s,
+                                   lambda: relay(service)))
+    if isinstance(broker, MaintainedRedisBroker):
+        broker.add_middleware(Periodic(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s,
+                                       broker.maintain))
+
+
+def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries: int = 2,
+          backoff_s: int = 10, max_backoff_s: int = 300):
+    """Declare an actor on its service's broker; PermanentError is never retried."""
+    return dramatiq.actor(
+        actor_name=name, queue_name=queue, broker=broker_for(service),
+        time_limit=time_limit_s * 1000, max_retries=max_retries,
+        min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
+    )

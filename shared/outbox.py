@@ -1,0 +1,124 @@
+"""Transactional outbox and idempotent inbox.
+
+A service never publishes straight to a broker: it writes outbox rows in the same
+transaction as its state change. Right after commit the rows are sent, one Dramatiq
+message each, on the target service's broker; a relay re-sends rows a crash left
+unsent. Consumers record each event id in their inbox in the same transaction as
+their effects, so a redelivered message changes nothing.
+"""
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from dramatiq import Message
+from pydantic import ValidationError
+from sqlalchemy import event as sa_event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
+from shared.db import engine_for, inbox, outbox, transaction
+from shared.messaging import PermanentError, broker_for
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def publish(session: Session, event: Event) -> str:
+    """Write `event` for every subscriber into this session's outbox; returns the event id."""
+    env = envelope(event)
+    for target in SUBSCRIPTIONS[event.name]:
+        send(session, target.service, target.queue, target.actor, env)
+    return env["event_id"]
+
+
+def send(session: Session, service: str, queue: str, actor: str, payload: dict) -> None:
+    """Write one message for `actor` on `service`'s broker; it leaves after commit."""
+    row = {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload}
+    session.execute(outbox.insert().values(**row))
+    session.info.setdefault("outbox", []).append(row)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _dispatch_after_commit(session: Session) -> None:
+    rows = session.info.pop("outbox", None)
+    if rows:
+        try:
+            _send_rows(session.info["service"], rows)
+        except Exception:
+            log.exception("Sending %d outbox messages after commit failed; the relay will send them.", len(rows))
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop("outbox", None)
+
+
+def _send_rows(owner: str, rows: list[dict]) -> None:
+    _enqueue(rows)
+    with engine_for(owner).begin() as conn:
+        _mark_sent(conn, rows)
+
+
+def _enqueue(rows: list[dict]) -> None:
+    for row in rows:
+        broker = broker_for(row["service"])
+        if row["queue"] not in broker.queues:
+            broker.declare_queue(row["queue"])
+        broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
+                               kwargs={}, options={}, message_id=row["id"]))
+
+
+def _mark_sent(conn, rows: list[dict]) -> None:
+    conn.execute(outbox.update().where(outbox.c.id.in_([r["id"] for r in rows])).values(sent_at=datetime.now(UTC)))
+
+
+def relay(service: str, older_than_s: float | None = None, batch: int = 500) -> int:
+    """Send outbox rows of `service` left unsent for a while; returns how many were sent."""
+    age = get_settings().outbox_relay_after_s if older_than_s is None else older_than_s
+    cutoff = datetime.now(UTC) - timedelta(seconds=age)
+    sent = 0
+    while True:
+        with transaction(service) as session:
+            rows = session.execute(
+                sa.select(outbox).where(outbox.c.sent_at.is_(None), outbox.c.created_at <= cutoff)
+                .order_by(outbox.c.created_at).limit(batch).with_for_update(skip_locked=True)
+            ).mappings().all()
+            if rows:
+                rows = [dict(r) for r in rows]
+                _enqueue(rows)
+                _mark_sent(session, rows)
+        sent += len(rows)
+        if len(rows) < batch:
+            if sent:
+                log.warning("Outbox relay of %s sent %d messages left unsent after commit.", service, sent)
+            return sent
+
+
+def consume(service: str, consumer: str, raw: dict, event_type: type[E],
+            handler: Callable[[Session, E], None]) -> bool:
+    """Run `handler` once per event id for `consumer`; returns False for a duplicate delivery."""
+    try:
+        event_id, event = open_envelope(raw, event_type)
+    except (ValidationError, ValueError) as exc:
+        raise PermanentError(f"{consumer} got an invalid {event_type.name} payload: {exc}") from exc
+    try:
+        with transaction(service) as session:
+            session.execute(inbox.insert().values(consumer=consumer, event_id=event_id))
+            handler(session, event)
+    except IntegrityError as exc:
+        if not _already_handled(service, consumer, event_id):
+            raise
+        log.info("%s skipped event %s: already handled (%s).", consumer, event_id, type(exc).__name__)
+        return False
+    log.info("%s handled event %s.", consumer, event_id)
+    return True
+
+
+def _already_handled(service: str, consumer: str, event_id: str) -> bool:
+    with transaction(service) as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(inbox).where(
+            inbox.c.consumer == consumer, inbox.c.event_id == event_id)) > 0

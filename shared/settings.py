@@ -1,0 +1,94 @@
+"""Settings from the environment, read once per process; the defaults run with no servers."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("api", "billing", "mailer", "media", "reports")
+
+
+class Settings(BaseSettings):
+    """Every variable is `MARKET_<FIELD>`; per-service URLs override the shared templates."""
+
+    model_config = SettingsConfigDict(env_prefix="MARKET_", extra="ignore")
+
+    data_dir: Path = Path("var")
+    # `{service}` and `{data_dir}` are filled in per service.
+    database_url: str = "sqlite:///{data_dir}/{service}.db"
+    broker_url: str = "memory://"
+    api_database_url: str | None = None
+    billing_database_url: str | None = None
+    mailer_database_url: str | None = None
+    media_database_url: str | None = None
+    reports_database_url: str | None = None
+    api_broker_url: str | None = None
+    billing_broker_url: str | None = None
+    mailer_broker_url: str | None = None
+    media_broker_url: str | None = None
+    reports_broker_url: str | None = None
+
+    # Payment providers
+    stripe_webhook_secret: str = "whsec_dev_only_change_me"
+    stripe_tolerance_seconds: int = 300
+    paytm_merchant_key: str = "devkey_16bytes!!"
+    mpesa_callback_secret: str = "dev-mpesa-secret"
+    webhook_max_bytes: int = 256 * 1024
+
+    # Messaging
+    redis_heartbeat_timeout_ms: int = 10_000
+    redis_maintenance_interval_s: float = 2.0
+    outbox_relay_interval_s: float = 2.0
+    outbox_relay_after_s: float = 5.0
+    worker_processes: int = 1
+    worker_threads: int = 8
+    worker_shutdown_timeout_ms: int = 25_000
+
+    # Mail
+    mail_transport: str = "file"  # file | smtp
+    mail_from: str = "Marketplace <no-reply@marketplace.local>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = 10.0
+
+    # Money and media
+    platform_fee_bps: int = 1000
+    media_signing_secret: str = "dev-media-secret-change-me"
+    download_link_ttl_s: int = 7 * 24 * 3600
+    download_base_url: str = "http://127.0.0.1:8000/downloads"
+
+    # HTTP
+    api_bind: str = "127.0.0.1:8000"
+    media_bind: str = "127.0.0.1:8001"
+    web_workers: int = 2
+
+    sentry_dsn: str | None = None
+    log_level: str = "INFO"
+
+    def database_url_for(self, service: str) -> str:
+        url = getattr(self, f"{service}_database_url") or self.database_url
+        return url.format(service=service, data_dir=self.data_dir.resolve())
+
+    def broker_url_for(self, service: str) -> str:
+        return getattr(self, f"{service}_broker_url") or self.broker_url
+
+    @property
+    def embedded(self) -> bool:
+        """True when every service runs on the in-memory broker, so one process must host them all."""
+        return all(self.broker_url_for(s).startswith("memory://") for s in SERVICES)
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
