@@ -14,7 +14,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # .dockerignore keeps the context to what `pip install .` needs.
 COPY . .
-RUN pip install --no-cache-dir .
+# constraints.txt pins the transitive dependencies to the versions the tests ran with.
+RUN pip install --no-cache-dir -c constraints.txt .
 
 # --- runtime: the virtualenv only, no source tree, no build leftovers ---------
 FROM python:3.11-slim

@@ -19,15 +19,17 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True)
-def up(host: str, port: int) -> None:
+@click.option("--bind", help="host:port of the embedded server (default MARKET_API_BIND, 127.0.0.1:8000)")
+def up(bind: str | None) -> None:
     """Run everything: one process with no servers by default, or one process per service
     when broker URLs (MARKET_BROKER_URL, MARKET_<SERVICE>_BROKER_URL) point at RabbitMQ or Redis."""
     from services import runner
 
+    if bind:
+        os.environ["MARKET_API_BIND"] = bind
+        get_settings.cache_clear()
     if get_settings().embedded:
-        runner.run_embedded(host, port)
+        runner.run_embedded()
     else:
         runner.run_processes()
 

@@ -40,24 +40,25 @@ def start_embedded_workers(threads: int = 4) -> list[Worker]:
     return workers
 
 
-def run_embedded(host: str, port: int) -> None:
+def run_embedded() -> None:
     from werkzeug.serving import run_simple
 
     settings = get_settings()
+    host, _, port = settings.api_bind.rpartition(":")
     observability.setup("embedded")
     registry.migrate_all()
     workers = start_embedded_workers()
     click.echo(f"""
 Marketplace is running embedded (one process, in-memory brokers, SQLite).
   API            http://{host}:{port}   (try: curl http://{host}:{port}/products)
-  Downloads      http://{host}:{port}/downloads/<signed token>
+  Downloads      {settings.downloads_url}/<signed token>
   Databases      {settings.data_dir.resolve()}/<service>.db
   Mail (.eml)    {settings.mail_dir.resolve()}
   Stored files   {settings.storage_dir.resolve()}
 Drive a demo purchase from another terminal:  .venv/bin/market demo
 """)
     try:
-        run_simple(host, port, web_app(), threaded=True, use_reloader=False)
+        run_simple(host, int(port), web_app(), threaded=True, use_reloader=False)
     finally:
         for worker in workers:
             worker.stop()

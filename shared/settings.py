@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     platform_fee_bps: int = 1000
     media_signing_secret: str = "dev-media-secret-change-me"
     download_link_ttl_s: int = 7 * 24 * 3600
-    download_base_url: str = "http://127.0.0.1:8000/downloads"
+    download_base_url: str | None = None  # default: where this run mode serves downloads
 
     # HTTP
     api_bind: str = "127.0.0.1:8000"
@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when every service runs on the in-memory broker, so one process must host them all."""
         return all(self.broker_url_for(s).startswith("memory://") for s in SERVICES)
+
+    @property
+    def downloads_url(self) -> str:
+        """Embedded mode serves downloads beside the api; otherwise media's own web app does."""
+        if self.download_base_url:
+            return self.download_base_url.rstrip("/")
+        return f"http://{self.api_bind if self.embedded else self.media_bind}/downloads"
 
     @property
     def storage_dir(self) -> Path:

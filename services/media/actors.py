@@ -14,7 +14,7 @@ SERVICE = "media"
 
 def signer() -> LinkSigner:
     s = get_settings()
-    return LinkSigner(s.media_signing_secret, s.download_base_url, s.download_link_ttl_s)
+    return LinkSigner(s.media_signing_secret, s.downloads_url, s.download_link_ttl_s)
 
 
 @actor(SERVICE, "media.on_purchase_completed", queue="media.events", time_limit_s=120)

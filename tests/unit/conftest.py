@@ -1,0 +1,49 @@
+"""The unit tier: the whole system in this process on Dramatiq's stub brokers and SQLite files."""
+
+import os
+import tempfile
+
+_DATA = tempfile.mkdtemp(prefix="market-unit-")
+os.environ.update({"MARKET_DATA_DIR": _DATA, "MARKET_MAIL_TRANSPORT": "file",
+                   "MARKET_API_BIND": "127.0.0.1:8000", "MARKET_STRIPE_WEBHOOK_SECRET": "whsec_unit_test_secret",
+                   "MARKET_PAYTM_MERCHANT_KEY": "unitTestKey12345", "MARKET_MPESA_CALLBACK_SECRET": "mpesa-unit"})
+for _name in list(os.environ):
+    if _name.startswith("MARKET_") and ("BROKER_URL" in _name or "DATABASE_URL" in _name):
+        del os.environ[_name]
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from werkzeug.test import Client  # noqa: E402
+
+from services import registry, runner  # noqa: E402
+from shared.db import engine_for, kernel_metadata  # noqa: E402
+from shared.messaging import broker_for  # noqa: E402
+from shared.settings import SERVICES, get_settings  # noqa: E402
+from tests.unit.system import System  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def workers():
+    registry.migrate_all()
+    started = runner.start_embedded_workers(threads=2)
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def system(workers) -> System:
+    """A clean system: empty databases, empty queues, no mail or files; workers running."""
+    for service in SERVICES:
+        broker_for(service).flush_all()
+        engine = engine_for(service)
+        for metadata in (kernel_metadata, registry.metadata(service)):
+            with engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    conn.execute(table.delete())
+    settings = get_settings()
+    for folder in (settings.mail_dir, settings.storage_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    return System(Client(runner.web_app()), Path(_DATA))
