@@ -1,0 +1,164 @@
+"""The integration tier: the machine's real PostgreSQL, RabbitMQ and Redis, and real processes.
+
+A server that cannot be reached skips these tests when run by hand and FAILS them when
+`CI` is set, so a green CI means the real servers were used.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pika
+import pytest
+import redis
+import sqlalchemy as sa
+
+SERVERS = {"PostgreSQL": ("127.0.0.1", 5432), "RabbitMQ": ("127.0.0.1", 5672), "Redis": ("127.0.0.1", 6379)}
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+REDIS = "redis://127.0.0.1:6379"
+ROOT = Path(__file__).resolve().parents[2]
+QUEUES = ["api.webhooks", "api.events", "billing.events", "mailer.events", "mailer.outbound", "media.events",
+          "reports.events"]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers():
+    missing = [f"{name} at {host}:{port}" for name, (host, port) in SERVERS.items() if not _reachable(host, port)]
+    if missing:
+        message = f"integration servers unreachable: {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set, so this is a failure, not a skip)")
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, probe, timeout: float = 60, interval: float = 0.1):
+    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {value!r})")
+        time.sleep(interval)
+
+
+class Databases:
+    """Fresh PostgreSQL databases, one per service, dropped afterwards."""
+
+    def __init__(self, prefix: str):
+        self.prefix = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.template = f"{PG}/{self.prefix}_{{service}}"
+        self._engines: dict[str, sa.Engine] = {}
+
+    def url(self, service: str) -> str:
+        return self.template.format(service=service)
+
+    def rows(self, service: str, sql: str, **params) -> list[dict]:
+        if service not in self._engines:
+            self._engines[service] = sa.create_engine(self.url(service), poolclass=sa.pool.NullPool)
+        with self._engines[service].connect() as conn:
+            return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+
+    def execute(self, service: str, sql: str, **params) -> None:
+        with sa.create_engine(self.url(service), poolclass=sa.pool.NullPool).begin() as conn:
+            conn.execute(sa.text(sql), params)
+
+    def drop(self) -> None:
+        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            names = conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                                 {"p": f"{self.prefix}_%"}).all()
+            for name in names:
+                conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def databases(request):
+    dbs = Databases(f"mkt_{request.node.name[:20].lower().replace('[', '_').replace(']', '')}")
+    yield dbs
+    dbs.drop()
+
+
+def clean_brokers(redis_db: int) -> None:
+    """Start from empty queues: delete ours on RabbitMQ, flush the Redis database used."""
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    channel = connection.channel()
+    for queue in QUEUES:
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+    connection.close()
+    redis.Redis.from_url(f"{REDIS}/{redis_db}").flushdb()
+
+
+class Processes:
+    """Real child processes (`python -m services ...`), each in its own process group, logs in files."""
+
+    def __init__(self, env: dict, logs: Path):
+        self.env, self.logs, self.children = env, logs, {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        child = subprocess.Popen([sys.executable, "-m", "services", *args], env=self.env, cwd=ROOT,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children[name] = child
+        return child
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        child = self.children.pop(name)
+        os.killpg(child.pid, sig)
+        child.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for name in list(self.children):
+            child = self.children[name]
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for name in list(self.children):
+            child = self.children.pop(name)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+def base_env(tmp_path: Path, databases: Databases, **overrides: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env.update({"MARKET_DATA_DIR": str(tmp_path / "data"), "MARKET_DATABASE_URL": databases.template,
+                "MARKET_BROKER_URL": AMQP, "MARKET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes({}, tmp_path)
+    yield procs
+    procs.stop_all()
+    if os.environ.get("MARKET_SHOW_LOGS"):
+        for log in sorted(tmp_path.glob("*.log")):
+            print(f"==== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
