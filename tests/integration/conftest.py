@@ -124,6 +124,13 @@ class Processes:
         self.children[name] = child
         return child
 
+    def run(self, *args: str) -> str:
+        """Run a command to completion (e.g. `migrate`); its output on failure."""
+        done = subprocess.run([sys.executable, "-m", "services", *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, f"market {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         child = self.children.pop(name)
         os.killpg(child.pid, sig)

@@ -7,8 +7,6 @@ PostgreSQL database, mail over SMTP to an aiosmtpd server.
 import email
 import json
 import re
-import subprocess
-import sys
 import urllib.request
 from email import policy
 
@@ -16,7 +14,7 @@ import pytest
 import stripe
 from aiosmtpd.controller import Controller
 
-from tests.integration.conftest import REDIS, ROOT, base_env, clean_brokers, free_port, wait_until
+from tests.integration.conftest import REDIS, base_env, clean_brokers, free_port, wait_until
 
 SECRET = "whsec_end_to_end"
 CONSUMERS = ["api", "billing", "mailer", "media", "reports"]
@@ -75,7 +73,7 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
         MARKET_SMTP_PORT=str(smtp_port), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
         MARKET_API_BIND=f"127.0.0.1:{api_port}", MARKET_MEDIA_BIND=f"127.0.0.1:{media_port}",
         MARKET_OUTBOX_RELAY_AFTER_S="1")
-    subprocess.run([sys.executable, "-m", "services", "migrate"], env=processes.env, cwd=ROOT, check=True)
+    processes.run("migrate")
     processes.start("api-web", "serve", "api")
     processes.start("media-web", "serve", "media")
     for service in CONSUMERS:
