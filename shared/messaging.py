@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, Retries
 
 from shared.db import failed_jobs, transaction
 from shared.settings import get_settings
@@ -106,7 +106,8 @@ def broker_for(service: str) -> dramatiq.Broker:
         broker = StubBroker()
     else:
         raise ValueError(f"unsupported broker URL for {service}: {url!r} (use amqp://, redis:// or memory://)")
-    broker.add_middleware(FailedJobs(service))
+    # `after_` hooks run in reverse order: placed before Retries, FailedJobs sees Retries' verdict.
+    broker.add_middleware(FailedJobs(service), before=Retries)
     return broker
 
 

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -51,7 +52,7 @@ def verify_stripe(body: bytes, header: str | None, secret: str, tolerance: int, 
     pairs = [item.split("=", 1) for item in header.split(",") if "=" in item]
     timestamps = [v for k, v in pairs if k.strip() == "t"]
     signatures = [v.strip() for k, v in pairs if k.strip() == "v1"]
-    if len(timestamps) != 1 or not timestamps[0].strip().isdigit() or not signatures:
+    if len(timestamps) != 1 or not re.fullmatch(r"[0-9]{1,12}", timestamps[0].strip()) or not signatures:
         raise WebhookRejected("malformed Stripe-Signature header")
     timestamp = int(timestamps[0])
     if abs(now - timestamp) > tolerance:
@@ -139,7 +140,8 @@ def paytm_payment(payload: str) -> Payment:
 
 def verify_mpesa(body: bytes) -> Received:
     """Daraja callbacks are unsigned: the secret in the URL and a known checkout id are the check."""
-    callback = _json_object(body).get("Body", {}).get("stkCallback")
+    outer = _json_object(body).get("Body")
+    callback = outer.get("stkCallback") if isinstance(outer, dict) else None
     if not isinstance(callback, dict) or not isinstance(callback.get("CheckoutRequestID"), str):
         raise WebhookRejected("not a Daraja STK callback (Body.stkCallback.CheckoutRequestID missing)")
     if not isinstance(callback.get("ResultCode"), int):

@@ -1,0 +1,120 @@
+"""The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
+
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+from dramatiq import Message
+
+from services.cli import cli
+from shared import outbox as outbox_module
+from shared.contracts import PurchaseCompleted, PurchaseLine, envelope
+from shared.db import transaction
+from shared.messaging import broker_for
+from shared.outbox import consume, publish, relay
+
+
+def purchase(order_id: int = 1) -> PurchaseCompleted:
+    return PurchaseCompleted(
+        order_id=order_id, order_reference=f"ord_{order_id}", buyer_id=2, buyer_email="b@example.com",
+        buyer_name="B", currency="USD", total_minor=700, provider="stripe", paid_at=datetime.now(UTC),
+        lines=[PurchaseLine(product_id=3, seller_id=4, title="T", price_minor=700)])
+
+
+def unsent(system) -> int:
+    return len(system.rows("api", "SELECT id FROM outbox WHERE sent_at IS NULL"))
+
+
+def test_a_published_event_leaves_once_per_subscriber_right_after_commit(system):
+    with transaction("api") as session:
+        publish(session, purchase())
+        assert unsent(system) == 0  # not visible outside the transaction yet
+    rows = system.rows("api", "SELECT actor, sent_at FROM outbox")
+    assert sorted(r["actor"] for r in rows) == ["api.on_purchase_completed", "billing.on_purchase_completed",
+                                                "mailer.on_purchase_completed", "media.on_purchase_completed",
+                                                "reports.on_purchase_completed"]
+    assert all(r["sent_at"] is not None for r in rows)
+    system.drain()
+    assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
+
+
+def test_a_rolled_back_transaction_sends_nothing(system):
+    with pytest.raises(RuntimeError), transaction("api") as session:
+        publish(session, purchase())
+        raise RuntimeError("the state change failed")
+    system.drain()
+    assert system.rows("api", "SELECT * FROM outbox") == []
+    assert system.rows("billing", "SELECT * FROM inbox") == []
+
+
+def test_the_relay_sends_what_a_crash_after_commit_left_unsent(system, monkeypatch):
+    def broker_down(rows):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(outbox_module, "_enqueue", broker_down)
+    with transaction("api") as session:
+        publish(session, purchase())
+    assert unsent(system) == 5
+    monkeypatch.undo()
+
+    assert relay("api", older_than_s=0) == 5
+    assert relay("api", older_than_s=0) == 0
+    system.drain()
+    assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
+    assert len(system.mails()) == 2
+
+
+def test_the_relay_leaves_fresh_rows_to_the_after_commit_dispatch(system, monkeypatch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: (_ for _ in ()).throw(ConnectionError()))
+    with transaction("api") as session:
+        publish(session, purchase())
+    monkeypatch.undo()
+    assert relay("api", older_than_s=60) == 0
+    assert unsent(system) == 5
+
+
+def test_an_event_consumed_twice_has_its_effects_once(system):
+    calls = []
+    raw = envelope(purchase())
+    first = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
+    second = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
+    assert (first, second, calls) == (True, False, [1])
+
+
+def test_a_failing_handler_leaves_no_inbox_row_so_the_retry_runs_it(system):
+    raw = envelope(purchase())
+
+    def broken(session, event):
+        raise TimeoutError("database hiccup")
+
+    with pytest.raises(TimeoutError):
+        consume("billing", "test.consumer", raw, PurchaseCompleted, broken)
+    assert consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: None) is True
+
+
+def test_an_invalid_payload_fails_at_once_into_the_failed_jobs_store_and_the_cli_manages_it(system):
+    broker = broker_for("billing")
+    bad = {"event_id": "e1", "name": "purchase.completed", "version": 1, "occurred_at": "2026-01-01T00:00:00Z",
+           "data": {"order_id": "not a number"}}
+    broker.enqueue(Message(queue_name="billing.events", actor_name="billing.on_purchase_completed", args=(bad,),
+                           kwargs={}, options={}))
+    system.drain(fail_fast=False)
+
+    stored = system.rows("billing", "SELECT actor, error FROM failed_jobs")
+    assert len(stored) == 1 and "invalid purchase.completed payload" in stored[0]["error"]
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["failed", "list", "billing"])
+    assert listing.exit_code == 0 and "billing.on_purchase_completed" in listing.output
+    assert "1 failed job(s) in billing." in listing.output
+
+    retried = runner.invoke(cli, ["failed", "retry", "billing", "--all"])
+    assert "Re-enqueued 1" in retried.output
+    system.drain(fail_fast=False)
+    assert len(system.rows("billing", "SELECT * FROM failed_jobs")) == 1  # it failed again, and was kept again
+
+    assert runner.invoke(cli, ["failed", "retry", "billing"]).exit_code == 2
+    assert runner.invoke(cli, ["failed", "forget", "billing", "x"]).exit_code == 2
+    assert "Flushed 1" in runner.invoke(cli, ["failed", "flush", "billing"]).output
+    assert system.rows("billing", "SELECT * FROM failed_jobs") == []
+
+
