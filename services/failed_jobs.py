@@ -1,10 +1,9 @@
 """Operator actions on a service's failed-jobs store (list, retry, forget, flush)."""
 
 import sqlalchemy as sa
-from dramatiq import Message
 
 from shared.db import failed_jobs, transaction
-from shared.messaging import broker_for
+from shared.outbox import send
 
 
 def listing(service: str) -> list[dict]:
@@ -13,20 +12,15 @@ def listing(service: str) -> list[dict]:
 
 
 def retry(service: str, ids: list[int], everything: bool) -> int:
-    """Re-enqueue the original messages with a fresh retry budget, then drop them from the store."""
+    """Send the original payloads again, with a fresh retry budget, through the outbox: the rows
+    leave the store in the same transaction that queues the new messages."""
     query = sa.select(failed_jobs).with_for_update()
     if not everything:
         query = query.where(failed_jobs.c.id.in_(ids))
-    broker = broker_for(service)
     with transaction(service) as session:
         rows = session.execute(query).mappings().all()
         for row in rows:
-            message = Message(**row["message"])
-            options = {k: v for k, v in message.options.items()
-                       if k not in ("retries", "traceback", "requeue_timestamp", "redis_message_id", "eta")}
-            if row["queue"] not in broker.queues:
-                broker.declare_queue(row["queue"])
-            broker.enqueue(message.copy(queue_name=row["queue"], options=options))
+            send(session, service, row["queue"], row["actor"], row["message"]["args"][0])
             session.execute(failed_jobs.delete().where(failed_jobs.c.id == row["id"]))
     return len(rows)
 
