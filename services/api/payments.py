@@ -42,7 +42,9 @@ class Payment:
 
 # --- Stripe -------------------------------------------------------------------------------
 
-STRIPE_EVENTS = ("payment_intent.succeeded", "checkout.session.completed")
+# checkout.session.completed with payment_status "unpaid" (a delayed method) needs no action yet:
+# checkout.session.async_payment_succeeded follows when the money arrives.
+STRIPE_EVENTS = ("payment_intent.succeeded", "checkout.session.completed", "checkout.session.async_payment_succeeded")
 
 
 def verify_stripe(body: bytes, header: str | None, secret: str, tolerance: int, now: float) -> Received:
@@ -74,11 +76,10 @@ def stripe_payment(payload: str) -> Payment | None:
     if event["type"] == "payment_intent.succeeded":
         return Payment(metadata.get("order_reference", ""), int(obj.get("amount_received", -1)),
                        str(obj.get("currency", "")).upper(), str(obj.get("id", "")), True)
-    if event["type"] == "checkout.session.completed":
+    if event["type"].startswith("checkout.session.") and obj.get("payment_status") == "paid":
         reference = obj.get("client_reference_id") or metadata.get("order_reference", "")
         return Payment(reference, int(obj.get("amount_total", -1)), str(obj.get("currency", "")).upper(),
-                       str(obj.get("payment_intent") or obj.get("id", "")), obj.get("payment_status") == "paid",
-                       f"payment_status={obj.get('payment_status')}")
+                       str(obj.get("payment_intent") or obj.get("id", "")), True)
     return None
 
 

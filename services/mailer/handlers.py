@@ -14,9 +14,6 @@ from shared.contracts import DownloadsReady, PurchaseCompleted
 from shared.messaging import PermanentError
 from shared.outbox import send
 
-# Refusals that no retry can fix: the address or the message is wrong.
-PERMANENT_SMTP = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError)
-
 
 def queue_email(session: Session, dedupe_key: str, template: str, to: str, context: dict) -> None:
     """Render and store a message, and queue its delivery in the same transaction."""
@@ -49,10 +46,21 @@ def deliver(session: Session, message_id: str, sender, mail_from: str) -> None:
     message.attempts += 1
     try:
         sender.send(as_email(message, mail_from))
-    except PERMANENT_SMTP as exc:
+    except smtplib.SMTPException as exc:
+        if not refused_for_good(exc):
+            raise  # 4xx, or the connection broke: the actor retries with backoff
         message.status, message.error = "failed", f"{type(exc).__name__}: {exc}"
         return
     message.status, message.sent_at, message.error = "sent", datetime.now(UTC), None
+
+
+def refused_for_good(exc: smtplib.SMTPException) -> bool:
+    """A 5xx reply means the address or the message is wrong and no retry can fix it; 4xx is temporary."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(500 <= code < 600 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return True
+    return isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600
 
 
 def as_email(message: OutboundMessage, mail_from: str) -> EmailMessage:

@@ -54,9 +54,24 @@ def test_a_completed_checkout_session_whose_payment_status_is_unpaid_does_not_ma
     assert post_stripe(system, event).status_code == 200
     system.drain()
 
-    assert order_status(system, sale) != "paid"
+    assert order_status(system, sale) == "pending"
+    assert only_event(system)["status"] == "ignored"
     assert system.rows("billing", "SELECT * FROM ledger_entries") == []
     assert system.mails() == []
+
+
+def test_a_delayed_checkout_payment_marks_the_order_paid_when_it_succeeds(system):
+    sale = system.order()
+    unpaid = stripe_event(sale["order"], "checkout.session.completed")
+    unpaid["data"]["object"]["payment_status"] = "unpaid"
+    post_stripe(system, unpaid)
+    succeeded = stripe_event(sale["order"], "checkout.session.completed")
+    succeeded["type"] = "checkout.session.async_payment_succeeded"
+    assert post_stripe(system, succeeded).json["status"] == "accepted"
+    system.drain()
+
+    assert order_status(system, sale) == "paid"
+    assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
 
 
 def test_a_header_with_several_v1_signatures_is_accepted_when_one_of_them_is_right(system):

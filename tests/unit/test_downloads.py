@@ -1,0 +1,177 @@
+"""Signed download links: from the buyer's email to the file's bytes, and every way a link is refused."""
+
+import io
+import re
+import string
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from services.media import web
+from services.media.links import LinkExpired, LinkInvalid, LinkSigner
+from services.media.models import DownloadGrant
+from shared.db import transaction
+from shared.settings import get_settings
+from tests.unit.system import post_stripe, stripe_event
+
+FILE = b"%PDF-1.7\n" + b"the field guide, every page of it\n" * 500
+FILENAME = "field-guide.pdf"
+
+
+def upload(system, sale: dict, data: bytes = FILE, filename: str = FILENAME) -> None:
+    product_id = sale["order"]["lines"][0]["product_id"]
+    response = system.client.put(f"/products/{product_id}/file",
+                                 headers={"Authorization": f"Bearer {sale['seller']['token']}"},
+                                 data={"file": (io.BytesIO(data), filename, "application/pdf")},
+                                 content_type="multipart/form-data")
+    assert response.status_code == 200, response.json
+
+
+def pay(system, sale: dict) -> None:
+    assert post_stripe(system, stripe_event(sale["order"])).json["status"] == "accepted"
+    system.drain()
+
+
+def download_paths(system) -> list[str]:
+    """The /downloads/... paths in the text part of the "Your downloads" email."""
+    [mail] = [m for m in system.mails() if m["Subject"].startswith("Your downloads")]
+    text = mail.get_body(("plain",)).get_content()
+    return re.findall(r"https?://[^/\s]+(/downloads/\S+)", text)
+
+
+def paid_with_file(system) -> tuple[dict, str]:
+    sale = system.order()
+    upload(system, sale)
+    system.drain()
+    pay(system, sale)
+    [path] = download_paths(system)
+    return sale, path
+
+
+def token_of(path: str) -> str:
+    return path.removeprefix("/downloads/")
+
+
+def counts(system) -> tuple[int, int]:
+    [grant] = system.rows("media", "SELECT download_count FROM download_grants")
+    [file] = system.rows("media", "SELECT download_count FROM product_files")
+    return grant["download_count"], file["download_count"]
+
+
+def test_the_emailed_link_downloads_the_uploaded_file_and_counts_each_download(system):
+    sale, path = paid_with_file(system)
+    assert path.startswith("/downloads/")
+
+    first = system.client.get(path)
+    assert first.status_code == 200
+    assert first.data == FILE
+    assert "attachment" in first.headers["Content-Disposition"]
+    assert FILENAME in first.headers["Content-Disposition"]
+    assert first.mimetype == "application/pdf"
+    assert counts(system) == (1, 1)
+
+    second = system.client.get(path)
+    assert second.status_code == 200 and second.data == FILE
+    assert counts(system) == (2, 2)
+    [grant] = system.rows("media", "SELECT * FROM download_grants")
+    assert grant["last_downloaded_at"] is not None
+    assert grant["order_id"] == sale["order"]["id"] and grant["buyer_id"] == sale["buyer"]["id"]
+
+
+def test_a_token_with_one_character_changed_is_refused_with_403(system):
+    _, path = paid_with_file(system)
+    token = token_of(path)
+    # Change a character of the signed payload (the tail of a base64 signature can hold unused bits).
+    index = 3
+    alphabet = string.ascii_letters + string.digits
+    changed = token[:index] + next(c for c in alphabet if c != token[index]) + token[index + 1:]
+
+    response = system.client.get(f"/downloads/{changed}")
+    assert response.status_code == 403
+    assert response.is_json and "not valid" in response.json["error"]
+    assert counts(system) == (0, 0)
+
+
+def test_a_token_whose_signature_is_cut_short_is_refused_with_403(system):
+    _, path = paid_with_file(system)
+
+    response = system.client.get(path[:-6])
+    assert response.status_code == 403 and response.is_json
+    assert counts(system) == (0, 0)
+
+
+def test_a_token_signed_with_another_secret_is_refused_with_403(system):
+    _, path = paid_with_file(system)
+    [grant] = system.rows("media", "SELECT id FROM download_grants")
+    forged = LinkSigner("not-the-media-secret", "http://x/downloads", 3600).url(grant["id"])
+
+    response = system.client.get("/downloads/" + forged.rsplit("/", 1)[1])
+    assert response.status_code == 403 and response.is_json and "not valid" in response.json["error"]
+    assert counts(system) == (0, 0)
+
+
+def test_a_genuine_token_for_a_grant_that_does_not_exist_is_refused_with_403(system):
+    settings = get_settings()
+    token = LinkSigner(settings.media_signing_secret, settings.downloads_url, 3600).url("no-such-grant")
+
+    response = system.client.get("/downloads/" + token.rsplit("/", 1)[1])
+    assert response.status_code == 403 and response.is_json
+
+
+def test_a_link_whose_grant_has_expired_is_answered_410(system):
+    _, path = paid_with_file(system)
+    with transaction("media") as session:
+        session.execute(sa.update(DownloadGrant).values(expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+
+    response = system.client.get(path)
+    assert response.status_code == 410 and response.is_json and "expired" in response.json["error"]
+    assert counts(system) == (0, 0)
+
+
+def test_a_link_older_than_its_signed_lifetime_is_answered_410(system, monkeypatch):
+    _, path = paid_with_file(system)
+    settings = get_settings()
+    monkeypatch.setattr(web, "signer", lambda: LinkSigner(settings.media_signing_secret, settings.downloads_url, -1))
+
+    response = system.client.get(path)
+    assert response.status_code == 410 and response.is_json and "expired" in response.json["error"]
+    assert counts(system) == (0, 0)
+
+
+def test_the_link_signer_tells_an_expired_link_from_a_forged_one():
+    signer = LinkSigner("secret", "http://market.test/downloads/", ttl_s=60)
+    url = signer.url("grant-1")
+    assert url.startswith("http://market.test/downloads/") and "//downloads" not in url.split("://")[1]
+    token = url.rsplit("/", 1)[1]
+    assert signer.grant_id(token) == "grant-1"
+
+    # A signer whose lifetime is already over sees the same genuine token as expired.
+    with pytest.raises(LinkExpired):
+        LinkSigner("secret", "http://market.test/downloads", ttl_s=-1).grant_id(token)
+    with pytest.raises(LinkInvalid):
+        LinkSigner("other secret", "http://market.test/downloads", ttl_s=60).grant_id(token)
+
+
+def test_a_paid_product_without_an_uploaded_file_is_answered_404_not_available(system):
+    sale = system.order(titles=("Unfinished Book",))
+    pay(system, sale)
+    [path] = download_paths(system)
+
+    response = system.client.get(path)
+    assert response.status_code == 404
+    assert response.is_json and "not available" in response.json["error"]
+    assert "Unfinished Book" in response.json["error"]
+
+
+def test_a_file_uploaded_after_payment_can_be_downloaded_with_the_link_already_sent(system):
+    sale = system.order()
+    pay(system, sale)
+    [path] = download_paths(system)
+    assert system.client.get(path).status_code == 404
+
+    upload(system, sale, data=b"late but here", filename="late.pdf")
+    system.drain()
+    response = system.client.get(path)
+    assert response.status_code == 200 and response.data == b"late but here"
+    assert "late.pdf" in response.headers["Content-Disposition"]
