@@ -1,0 +1,74 @@
+"""The README's ways to run the system, as a new user runs them."""
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.integration.conftest import REDIS, ROOT, base_env, clean_brokers, free_port, wait_until
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("provider", ["stripe", "paytm", "mpesa"])
+def test_the_embedded_system_runs_a_demo_purchase_for_each_provider(tmp_path, provider):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | {
+        "MARKET_DATA_DIR": str(tmp_path / "var"), "MARKET_API_BIND": f"127.0.0.1:{port}"}
+    server = subprocess.Popen([sys.executable, "-m", "services", "up"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until("the embedded api", lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30)
+        demo = subprocess.run([sys.executable, "-m", "services", "demo", "--api-url", f"http://127.0.0.1:{port}",
+                               "--provider", provider, "--timeout", "30"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        for line in (f"{provider} webhook answered accepted", "is paid; cart now holds 0 item(s)",
+                     "billing  ledger seller:", "reports  sale of product", "media    1 download grant(s)"):
+            assert line in demo.stdout, demo.stdout
+        assert demo.stdout.count("mailer   sent to") == 2
+        assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 2
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        output = server.communicate(timeout=30)[0].decode()
+    assert "Marketplace is running embedded" in output
+
+
+def test_the_demo_explains_when_nothing_is_running(tmp_path):
+    demo = subprocess.run([sys.executable, "-m", "services", "demo", "--api-url", f"http://127.0.0.1:{free_port()}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "MARKET_DATA_DIR": str(tmp_path)})
+    assert demo.returncode == 1
+    assert "Start the system first: python3 dev.py run" in demo.stderr
+
+
+def test_market_up_with_servers_runs_one_process_per_service_and_stops_them_all(tmp_path, databases):
+    clean_brokers(redis_db=7)
+    api_port, media_port = free_port(), free_port()
+    env = base_env(tmp_path, databases, MARKET_MAILER_BROKER_URL=f"{REDIS}/7",
+                   MARKET_API_BIND=f"127.0.0.1:{api_port}", MARKET_MEDIA_BIND=f"127.0.0.1:{media_port}")
+    up = subprocess.Popen([sys.executable, "-m", "services", "up"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until("the api under gunicorn", lambda: answers(f"http://127.0.0.1:{api_port}/healthz"), timeout=60)
+        wait_until("media's web app", lambda: answers(f"http://127.0.0.1:{media_port}/healthz"), timeout=60)
+        children = subprocess.run(["pgrep", "-g", str(up.pid), "-a", "-f", "services"], capture_output=True,
+                                  text=True).stdout
+        for service in ("api", "billing", "mailer", "media", "reports"):
+            assert f"services.{service}.worker" in children, children
+        assert children.count("gunicorn") >= 2
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output = up.communicate(timeout=60)[0].decode()
+    assert up.returncode == 0, output
+    leftover = subprocess.run(["pgrep", "-g", str(up.pid)], capture_output=True, text=True).stdout
+    assert leftover == "", f"processes left running: {leftover}"
