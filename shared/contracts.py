@@ -83,7 +83,107 @@ class DownloadsReady(Event):
 
 E = TypeVar("E", bound=Event)
 
-EVENTS: dict[str, type[Event]] = {e.name: e for e in (PurchaseCompleted, ProductFileUploaded, DownloadsReady)}
+class LeadCreated(Event):
+    name: ClassVar[str] = "lead.created"
+    lead_id: int
+    lead_name: str
+    lead_email: str
+    lead_phone: str | None = None
+    source: str = ""
+    assigned_user_id: int
+    assigned_email: str
+    assigned_name: str
+
+
+class ProductApproved(Event):
+    name: ClassVar[str] = "product.approved"
+    product_id: int
+    title: str
+    seller_id: int
+    seller_email: str
+    seller_name: str
+
+
+class ProductRejected(Event):
+    name: ClassVar[str] = "product.rejected"
+    product_id: int
+    title: str
+    seller_id: int
+    seller_email: str
+    seller_name: str
+    reason: str
+
+
+# Campaign personalisation: `#name` in a subject or body becomes the recipient's value.
+PLACEHOLDERS = ("name", "pledge", "paid_amount", "balance", "days_remain")
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    email: str
+    name: str = ""
+    pledge: str = ""
+    paid_amount: str = ""
+    balance: str = ""
+    days_remain: str = ""
+
+
+class CampaignRequested(Event):
+    name: ClassVar[str] = "campaign.requested"
+    campaign_id: str
+    title: str
+    subject: str
+    body: str
+    user_triggered: bool = False
+    recipients: list[Recipient] = Field(default_factory=list)
+    recipients_key: str | None = None  # large lists travel as a JSON file in storage
+
+
+class CampaignControlRequested(Event):
+    name: ClassVar[str] = "campaign.control_requested"
+    campaign_id: str
+    action: str  # pause | resume | cancel
+
+
+class CampaignProgressed(Event):
+    name: ClassVar[str] = "campaign.progressed"
+    campaign_id: str
+    status: str  # queued | sending | paused | cancelled | completed
+    total: int
+    sent: int
+    failed: int
+
+
+class InvoiceEmail(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    invoice_id: int
+    user_id: int
+    email: str
+    name: str
+    number: str
+    amount_minor: Minor
+    currency: Currency
+    due_date: str
+
+
+class InvoiceEmailsRequested(Event):
+    name: ClassVar[str] = "invoice.emails_requested"
+    run_id: str
+    chunk: int
+    invoices: list[InvoiceEmail]
+
+
+class InvoiceEmailsSent(Event):
+    name: ClassVar[str] = "invoice.emails_sent"
+    run_id: str
+    chunk: int
+    sent: list[int]  # invoice ids
+    failed: dict[int, str] = Field(default_factory=dict)  # invoice id -> reason
+
+
+EVENTS: dict[str, type[Event]] = {e.name: e for e in (
+    PurchaseCompleted, ProductFileUploaded, DownloadsReady, LeadCreated, ProductApproved, ProductRejected,
+    CampaignRequested, CampaignControlRequested, CampaignProgressed, InvoiceEmailsRequested, InvoiceEmailsSent)}
 
 
 class Target(NamedTuple):
@@ -102,6 +202,14 @@ SUBSCRIPTIONS: dict[str, tuple[Target, ...]] = {
     ),
     "product.file_uploaded": (Target("media", "media.events", "media.on_product_file_uploaded"),),
     "downloads.ready": (Target("mailer", "mailer.events", "mailer.on_downloads_ready"),),
+    "lead.created": (Target("mailer", "mailer.events", "mailer.on_lead_created"),),
+    "product.approved": (Target("mailer", "mailer.events", "mailer.on_product_approved"),),
+    "product.rejected": (Target("mailer", "mailer.events", "mailer.on_product_rejected"),),
+    "campaign.requested": (Target("mailer", "mailer.events", "mailer.on_campaign_requested"),),
+    "campaign.control_requested": (Target("mailer", "mailer.events", "mailer.on_campaign_control_requested"),),
+    "campaign.progressed": (Target("api", "api.events", "api.on_campaign_progressed"),),
+    "invoice.emails_requested": (Target("mailer", "mailer.invoices", "mailer.on_invoice_emails_requested"),),
+    "invoice.emails_sent": (Target("billing", "billing.events", "billing.on_invoice_emails_sent"),),
 }
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import Middleware, Retries
+from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
 from shared.db import failed_jobs, transaction
 from shared.settings import get_settings
@@ -106,6 +106,7 @@ def broker_for(service: str) -> dramatiq.Broker:
         broker = StubBroker()
     else:
         raise ValueError(f"unsupported broker URL for {service}: {url!r} (use amqp://, redis:// or memory://)")
+    broker.add_middleware(CurrentMessage())
     # `after_` hooks run in reverse order: placed before Retries, FailedJobs sees Retries' verdict.
     broker.add_middleware(FailedJobs(service), before=Retries)
     return broker
@@ -122,6 +123,14 @@ def add_worker_duties(service: str) -> None:
     if isinstance(broker, MaintainedRedisBroker):
         broker.add_middleware(Periodic(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s,
                                        broker.maintain))
+
+
+def defer(service: str, delay_ms: int) -> None:
+    """Put the message being processed back on its queue after `delay_ms` without spending a retry
+    (the provider is down: waiting is the cure, failing is not)."""
+    message = CurrentMessage.get_current_message()
+    broker_for(service).enqueue(message.copy(), delay=delay_ms)
+    log.warning("Message %s (%s) deferred by %d ms.", message.message_id, message.actor_name, delay_ms)
 
 
 def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries: int = 2,

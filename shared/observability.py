@@ -13,6 +13,8 @@ EXTRA_DENYLIST = ["stripe-signature", "stripe_signature", "checksumhash", "phone
                   "buyer_email", "msisdn", "token", "sig"]
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _PHONE = re.compile(r"\+?\d[\d -]{8,}\d")
+# Path segments that are credentials: the M-Pesa callback secret and signed download tokens.
+_SECRET_PATH = re.compile(r"(/webhooks/mpesa/|/downloads/)[^/?#\s'\"]+")
 
 
 def setup(process: str) -> None:
@@ -36,14 +38,36 @@ def setup(process: str) -> None:
 
 
 def scrub_text(event: dict, _hint: dict) -> dict:
-    """Mask emails and phone numbers that slipped into messages and exception values."""
+    """Mask emails, phone numbers and secret URL segments in every free-text field the SDK sends.
+
+    The logging integration sends the template (`logentry.message`), the interpolated text
+    (`logentry.formatted`) and the arguments (`logentry.params`); breadcrumbs repeat earlier log lines.
+    """
     for exc in event.get("exception", {}).get("values", []):
-        if isinstance(exc.get("value"), str):
-            exc["value"] = _mask(exc["value"])
-    if isinstance(event.get("logentry", {}).get("message"), str):
-        event["logentry"]["message"] = _mask(event["logentry"]["message"])
+        _mask_keys(exc, "value")
+    _mask_keys(event, "message")
+    logentry = event.get("logentry")
+    if isinstance(logentry, dict):
+        _mask_keys(logentry, "message", "formatted")
+        params = logentry.get("params")
+        if isinstance(params, list | tuple):
+            logentry["params"] = [_mask(p) for p in params]
+        elif isinstance(params, dict):
+            logentry["params"] = {k: _mask(v) for k, v in params.items()}
+    for crumb in (event.get("breadcrumbs") or {}).get("values", []):
+        _mask_keys(crumb, "message")
+    if isinstance(event.get("request"), dict):
+        _mask_keys(event["request"], "url", "query_string")
     return event
 
 
-def _mask(text: str) -> str:
-    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+def _mask_keys(data: dict, *keys: str) -> None:
+    for key in keys:
+        if isinstance(data.get(key), str):
+            data[key] = _mask(data[key])
+
+
+def _mask(value):
+    if not isinstance(value, str):
+        return value
+    return _SECRET_PATH.sub(r"\1[Filtered]", _PHONE.sub("[phone]", _EMAIL.sub("[email]", value)))

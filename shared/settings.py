@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_ms: int = 25_000
 
     # Mail
-    mail_transport: str = "file"  # file | smtp
+    mail_transport: str = "file"  # file | smtp | simulated
     mail_from: str = "Marketplace <no-reply@marketplace.local>"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_timeout_s: float = 10.0
+    # The seed-000 mock provider (MARKET_MAIL_TRANSPORT=simulated)
+    simulated_min_delay_ms: float = 20
+    simulated_max_delay_ms: float = 80
+    simulated_error_rate: float = 0.01
+    simulated_seed: int = 0
+    # Provider protection: a rate limit shared by every worker (needs a Redis URL; unset = no limit)
+    mail_rate_limit_per_s: int = 0
+    rate_limit_redis_url: str | None = None
+    breaker_fail_max: int = 3
+    breaker_reset_s: float = 10.0
+    # Campaign routing (seed 002)
+    campaign_bulk_threshold: int = 100
+    campaign_chunk_size: int = 50
+    campaign_chunk_spacing_s: float = 10.0
+    # Invoice runs (seed 000)
+    invoice_chunk_size: int = 1000
 
     # Money and media
     platform_fee_bps: int = 1000

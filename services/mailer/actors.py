@@ -1,10 +1,10 @@
 """Mailer's actors."""
 
 from services.mailer import handlers
-from services.mailer.senders import sender_from
+from services.mailer.senders import ProviderUnavailable, sender_from
 from shared.contracts import DownloadsReady, PurchaseCompleted
 from shared.db import transaction
-from shared.messaging import actor
+from shared.messaging import actor, defer
 from shared.outbox import consume
 from shared.settings import get_settings
 
@@ -27,5 +27,8 @@ def on_downloads_ready(envelope: dict) -> None:
 def deliver_message(payload: dict) -> None:
     """Deliver one stored message; a message already sent is not sent again."""
     settings = get_settings()
-    with transaction(SERVICE) as session:
-        handlers.deliver(session, payload["message_id"], sender_from(settings), settings.mail_from)
+    try:
+        with transaction(SERVICE) as session:
+            handlers.deliver(session, payload["message_id"], sender_from(settings))
+    except ProviderUnavailable:
+        defer(SERVICE, int(settings.breaker_reset_s * 1000))

@@ -1,51 +1,188 @@
-"""Where email goes: an SMTP server, or .eml files in a folder (the embedded default)."""
+"""Where email goes. Every transport takes a batch of `Outgoing` and answers one outcome per message.
 
+- `SmtpSender`: a real SMTP server, one connection reused for the batch, STARTTLS and login.
+- `FileSender`: .eml files in a folder (the embedded default).
+- `SimulatedSender`: the seed-000 mock provider: a seeded random delay and error rate, sends
+  overlapping on an event loop, for load runs.
+
+A transport raises `ProviderDown` when the provider cannot be reached at all; the circuit
+breaker counts those, and while it is open sends are deferred instead of failed.
+"""
+
+import asyncio
 import os
+import random
 import smtplib
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import formatdate
+from functools import lru_cache
 from pathlib import Path
 
-from shared.settings import Settings
+import pybreaker
+
+from shared.settings import Settings, get_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    message_id: str  # stable per logical email: a resend can be recognised
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    reason: str
+    permanent: bool  # a bad address: retrying cannot help
+
+
+class ProviderDown(Exception):
+    """The provider cannot be reached; nothing in the batch was sent after this point."""
+
+
+def as_email(message: Outgoing, mail_from: str) -> EmailMessage:
+    email = EmailMessage()
+    email["From"], email["To"], email["Subject"] = mail_from, message.to, message.subject
+    email["Date"] = formatdate(localtime=False)
+    email["Message-ID"] = f"<{message.message_id}@marketplace>"
+    email.set_content(message.text)
+    if message.html is not None:
+        email.add_alternative(message.html, subtype="html")
+    return email
+
+
+def smtp_failure(exc: smtplib.SMTPException) -> SendFailed:
+    """A 5xx reply means the address or the message is wrong: permanent. 4xx is temporary."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        permanent = all(500 <= code < 600 for code, _ in exc.recipients.values())
+    elif isinstance(exc, smtplib.SMTPNotSupportedError):
+        permanent = True
+    else:
+        permanent = isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600
+    return SendFailed(f"{type(exc).__name__}: {exc}", permanent)
 
 
 class SmtpSender:
-    """Delivers over SMTP, with STARTTLS and login when configured."""
+    """Delivers over one SMTP connection per batch, with STARTTLS and login when configured."""
 
-    def __init__(self, host: str, port: int, *, username: str | None = None, password: str | None = None,
-                 starttls: bool = False, timeout: float = 10.0):
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(self, host: str, port: int, *, mail_from: str, username: str | None = None,
+                 password: str | None = None, starttls: bool = False, timeout: float = 10.0):
+        self.host, self.port, self.timeout, self.mail_from = host, port, timeout, mail_from
         self.username, self.password, self.starttls = username, password, starttls
 
-    def send(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+        try:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise ProviderDown(f"SMTP {self.host}:{self.port} unreachable: {exc}") from exc
+        outcomes: list[SendFailed | None] = []
+        with smtp:
             if self.starttls:
                 smtp.starttls()
             if self.username:
                 smtp.login(self.username, self.password or "")
-            smtp.send_message(message)
+            for message in messages:
+                try:
+                    smtp.send_message(as_email(message, self.mail_from))
+                    outcomes.append(None)
+                except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                    if not outcomes:
+                        raise ProviderDown(f"SMTP {self.host}:{self.port} dropped the connection: {exc}") from exc
+                    # Whatever is left goes in the next attempt.
+                    reason = SendFailed(f"connection lost: {exc}", permanent=False)
+                    outcomes += [reason] * (len(messages) - len(outcomes))
+                    break
+                except smtplib.SMTPException as exc:
+                    outcomes.append(smtp_failure(exc))
+                    smtp.rset()
+        return outcomes
 
 
 class FileSender:
-    """Writes each message as an .eml file, atomically, named by its Message-ID."""
+    """Writes each message as an .eml file, atomically, named by its message id."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path, mail_from: str):
+        self.folder, self.mail_from = Path(folder), mail_from
 
-    def send(self, message: EmailMessage) -> None:
+    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = message["Message-ID"].strip("<>").split("@")[0]
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".mail-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(message.as_bytes())
-        os.replace(tmp, self.folder / f"{name}.eml")
+        for message in messages:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".mail-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(as_email(message, self.mail_from).as_bytes())
+            os.replace(tmp, self.folder / f"{message.message_id}.eml")
+        return [None] * len(messages)
 
 
-def sender_from(settings: Settings) -> SmtpSender | FileSender:
+class SimulatedSender:
+    """The mock provider of seed 000: each send takes a random delay and fails at a given rate.
+
+    Outcomes depend only on (seed, message id, attempt), so a run can be repeated exactly.
+    """
+
+    def __init__(self, min_delay_ms: float = 20, max_delay_ms: float = 80, error_rate: float = 0.01,
+                 seed: int = 0, concurrency: int = 1000):
+        self.min_delay, self.max_delay = min_delay_ms / 1000, max_delay_ms / 1000
+        self.error_rate, self.seed, self.concurrency = error_rate, seed, concurrency
+
+    def _outcome(self, message: Outgoing) -> tuple[float, SendFailed | None]:
+        rng = random.Random(f"{self.seed}:{message.message_id}:{message.attempt}")
+        delay = rng.uniform(self.min_delay, self.max_delay)
+        failed = rng.random() < self.error_rate
+        return delay, SendFailed("simulated provider error 451", permanent=False) if failed else None
+
+    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+        outcomes = [self._outcome(m) for m in messages]
+        if self.max_delay <= 0:
+            return [failure for _, failure in outcomes]
+        return asyncio.run(self._overlapped(outcomes))
+
+    async def _overlapped(self, outcomes):
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(delay: float, failure: SendFailed | None) -> SendFailed | None:
+            async with gate:
+                await asyncio.sleep(delay)
+                return failure
+
+        return await asyncio.gather(*(one(d, f) for d, f in outcomes))
+
+
+def sender_from(settings: Settings):
     if settings.mail_transport == "smtp":
-        return SmtpSender(settings.smtp_host, settings.smtp_port, username=settings.smtp_username,
-                          password=settings.smtp_password, starttls=settings.smtp_starttls,
-                          timeout=settings.smtp_timeout_s)
+        return SmtpSender(settings.smtp_host, settings.smtp_port, mail_from=settings.mail_from,
+                          username=settings.smtp_username, password=settings.smtp_password,
+                          starttls=settings.smtp_starttls, timeout=settings.smtp_timeout_s)
     if settings.mail_transport == "file":
-        return FileSender(settings.mail_dir)
-    raise ValueError(f"unknown MARKET_MAIL_TRANSPORT {settings.mail_transport!r} (use smtp or file)")
+        return FileSender(settings.mail_dir, settings.mail_from)
+    if settings.mail_transport == "simulated":
+        return SimulatedSender(settings.simulated_min_delay_ms, settings.simulated_max_delay_ms,
+                               settings.simulated_error_rate, settings.simulated_seed)
+    raise ValueError(f"unknown MARKET_MAIL_TRANSPORT {settings.mail_transport!r} (use smtp, file or simulated)")
+
+
+class ProviderUnavailable(Exception):
+    """The provider is down or its circuit is open: defer the work, do not fail it."""
+
+
+@lru_cache(maxsize=1)
+def breaker() -> pybreaker.CircuitBreaker:
+    """One per process: after `fail_max` unreachable attempts in a row it opens; after `reset` seconds
+    one trial send decides whether it closes again."""
+    settings = get_settings()
+    return pybreaker.CircuitBreaker(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s,
+                                    exclude=[lambda exc: not isinstance(exc, ProviderDown)])
+
+
+def send_guarded(sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    """Send through the circuit breaker; raises ProviderUnavailable while the provider is down."""
+    try:
+        return breaker().call(sender.send_many, messages)
+    except (ProviderDown, pybreaker.CircuitBreakerError) as exc:
+        raise ProviderUnavailable(str(exc)) from exc

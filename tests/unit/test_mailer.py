@@ -1,7 +1,6 @@
 """The mailer: safe templates, money as people read it, and delivery to a real SMTP server."""
 
 import email
-import smtplib
 import socket
 import uuid
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from aiosmtpd.controller import Controller
 
 from services.mailer import handlers
 from services.mailer.models import OutboundMessage
-from services.mailer.senders import SmtpSender
+from services.mailer.senders import Outgoing, SmtpSender, as_email
 from services.mailer.templates import money, render
 from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine
 from shared.db import transaction
@@ -55,7 +54,7 @@ def smtp_server(refuse_rcpt: str | None = None, refuse_data: str | None = None):
     controller = Controller(collector, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
-        yield collector, SmtpSender("127.0.0.1", controller.port, timeout=5)
+        yield collector, SmtpSender("127.0.0.1", controller.port, mail_from=MAIL_FROM, timeout=5)
     finally:
         controller.stop()
 
@@ -85,7 +84,7 @@ def stored_message(status: str = "queued", to: str = "buyer@example.com") -> str
 
 def deliver(message_id: str, sender) -> None:
     with transaction("mailer") as session:
-        handlers.deliver(session, message_id, sender, MAIL_FROM)
+        handlers.deliver(session, message_id, sender)
 
 
 def message_row(message_id: str) -> dict:
@@ -130,9 +129,8 @@ def test_the_subject_never_holds_a_line_break_whatever_the_order_reference_holds
     assert "\r" not in subject and "\n" not in subject and len(subject.splitlines()) == 1
     assert subject == "Order ord_1 Bcc: x@example.com confirmed: 19.99 USD"
 
-    message = OutboundMessage(id=str(uuid.uuid4()), to_email="buyer@example.com", subject=subject, text="t",
-                              html="<p>h</p>")
-    parsed = email.message_from_bytes(handlers.as_email(message, MAIL_FROM).as_bytes(), policy=policy.default)
+    message = Outgoing(str(uuid.uuid4()), "buyer@example.com", subject, "t", "<p>h</p>")
+    parsed = email.message_from_bytes(as_email(message, MAIL_FROM).as_bytes(), policy=policy.default)
     assert parsed["Bcc"] is None and parsed["To"] == "buyer@example.com"
 
 
@@ -156,15 +154,14 @@ def test_the_confirmation_shows_the_total_and_each_line_as_money():
 # --- SMTP delivery --------------------------------------------------------------------------------
 
 def test_the_smtp_sender_delivers_a_message_with_text_and_html_parts_to_a_real_server():
-    message = OutboundMessage(id=str(uuid.uuid4()), to_email="buyer@example.com", subject="Hello there",
-                              text="plain words", html="<p>html words</p>")
+    message = Outgoing(str(uuid.uuid4()), "buyer@example.com", "Hello there", "plain words", "<p>html words</p>")
     with smtp_server() as (server, sender):
-        sender.send(handlers.as_email(message, MAIL_FROM))
+        assert sender.send_many([message]) == [None]
 
     [envelope] = server.envelopes
     assert envelope.mail_from == "from@example.com" and envelope.rcpt_tos == ["buyer@example.com"]
     mail = received(envelope)
-    assert mail["Subject"] == "Hello there" and mail["Message-ID"] == f"<{message.id}@marketplace>"
+    assert mail["Subject"] == "Hello there" and mail["Message-ID"] == f"<{message.message_id}@marketplace>"
     assert mail.get_content_type() == "multipart/alternative"
     assert mail.get_body(("plain",)).get_content().strip() == "plain words"
     assert mail.get_body(("html",)).get_content().strip() == "<p>html words</p>"
@@ -199,7 +196,7 @@ def test_a_recipient_refused_only_for_now_leaves_the_message_queued_for_a_retry(
     """A 4xx reply (greylisting, full mailbox) is temporary: the message must not fail for good."""
     message_id = stored_message()
     with (smtp_server(refuse_rcpt="450 4.7.1 greylisted, try again later") as (server, sender),
-          pytest.raises(smtplib.SMTPException)):  # raising makes the actor retry later
+          pytest.raises(handlers.SendRetryable)):  # raising makes the actor retry later
         deliver(message_id, sender)
 
     assert server.envelopes == []
@@ -212,7 +209,7 @@ def test_a_message_refused_after_its_data_fails_for_good_only_on_a_5xx_reply(sys
     message_id = stored_message()
     with smtp_server(refuse_data=reply) as (server, sender):
         if status == "queued":
-            with pytest.raises(smtplib.SMTPDataError):
+            with pytest.raises(handlers.SendRetryable, match="SMTPDataError"):
                 deliver(message_id, sender)
         else:
             deliver(message_id, sender)
