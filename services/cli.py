@@ -128,6 +128,37 @@ def failed_flush(service: str) -> None:
     click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
 
 
+@cli.command("seed-invoices")
+@click.option("--users", type=click.IntRange(1), default=1_000_000, show_default=True)
+@click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)
+def seed_invoices(users: int, per_user: int) -> None:
+    """Create customers with several invoices each in billing's database, in bulk."""
+    from services import registry as reg
+    from services import runs
+    from shared.db import migrate as migrate_service
+
+    migrate_service("billing", reg.metadata("billing"))
+    runs.seed(users, per_user)
+
+
+@cli.command("send-invoices")
+@click.option("--chunk", type=click.IntRange(1, 10_000),
+              help="invoices per message (default MARKET_INVOICE_CHUNK_SIZE)")
+@click.option("--retry-failed", is_flag=True, help="send the invoices whose email failed in earlier runs")
+@click.option("--no-wait", is_flag=True, help="request the emails and return without watching progress")
+def send_invoices(chunk: int | None, retry_failed: bool, no_wait: bool) -> None:
+    """Email the last invoice of every customer through the mailer, with live progress.
+    Running it again resumes an unfinished run; an invoice already emailed is never sent again."""
+    from services import runs
+
+    if get_settings().embedded:
+        from services.runner import start_embedded_workers
+
+        registry.migrate_all()
+        start_embedded_workers()  # the in-memory brokers live in this process
+    runs.send(chunk or get_settings().invoice_chunk_size, retry_failed, wait=not no_wait)
+
+
 @cli.command()
 def subscriptions() -> None:
     """Print the subscription table: which actor of which service receives each event."""
@@ -135,6 +166,46 @@ def subscriptions() -> None:
 
     click.echo(json.dumps({event: [t._asdict() for t in targets] for event, targets in SUBSCRIPTIONS.items()},
                           indent=2))
+
+
+@cli.command("create-admin")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+def create_admin(email: str, name: str) -> None:
+    """Create an admin, who approves and rejects products, or make an existing user one."""
+    from services.api.review import create_admin as make_admin
+    from shared.db import migrate as migrate_service
+
+    migrate_service("api", registry.metadata("api"))
+    try:
+        user_id, token = make_admin(email, name)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot create an admin from --email {email!r} --name {name!r}: {exc}") from None
+    if token is None:
+        click.echo(f"User {user_id} <{email}> is now an admin; the token they have carries the admin rights.")
+        return
+    click.echo(f"Created admin {user_id} <{email}>.\ntoken: {token}\nKeep the token: it is shown only once.")
+
+
+@cli.command("test-lead")
+@click.option("--lead-id", type=int, help="the lead to announce (default: the first lead)")
+@click.option("--user-id", type=int, help="the user to email (default: the first user)")
+def test_lead(lead_id: int | None, user_id: int | None) -> None:
+    """Publish lead.created for a stored lead, to test that its assignee gets the email."""
+    from services.api.leads import announce_again
+    from shared.db import transaction
+
+    # In-memory brokers exist only inside the running system: its outbox relay sends the message.
+    embedded = get_settings().embedded
+    try:
+        with transaction("api") as session:
+            lead, user, event_id = announce_again(session, lead_id, user_id, via_relay=embedded)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Published lead.created {event_id}: lead {lead.id} ({lead.name}) assigned to user {user.id} "
+               f"<{user.email}>.")
+    if embedded:
+        click.echo("The running system's outbox relay sends it to the mailer within a few seconds.")
 
 
 def _ids(ids: tuple[str, ...]) -> list[int]:

@@ -14,6 +14,7 @@ import click
 import sqlalchemy as sa
 
 from services.api.payments import paytm_sign
+from services.api.review import create_admin
 from shared.db import transaction
 from shared.settings import get_settings
 
@@ -88,6 +89,15 @@ def rows(service: str, sql: str, **params) -> list[dict]:
         return [dict(r) for r in session.execute(sa.text(sql), params).mappings()]
 
 
+def review(api: str, product_id: int, seller: dict, tag: str) -> None:
+    """New products await review: an admin (made as `market create-admin` makes one) approves this one."""
+    _, token = create_admin(f"admin-{tag}@example.com", "Ada Admin")
+    call("POST", f"{api}/admin/products/{product_id}/approve", token=token)
+    unread = call("GET", f"{api}/notifications?unread=true", token=seller["token"])["unread_count"]
+    click.echo(f"api      product {product_id} approved by an admin; the seller was notified "
+               f"({unread} unread notification)")
+
+
 def run_demo(api: str, provider: str, timeout: float) -> None:
     tag = secrets.token_hex(3)
     seller = call("POST", f"{api}/users", {"email": f"seller-{tag}@example.com", "name": "Sam Seller"})
@@ -97,6 +107,7 @@ def run_demo(api: str, provider: str, timeout: float) -> None:
                                                "currency": currency}, seller["token"])
     upload(f"{api}/products/{product['id']}/file", seller["token"], "queue-handbook.txt",
            b"Chapter 1: messages are cheap, lost messages are not.\n")
+    review(api, product["id"], seller, tag)
     call("POST", f"{api}/cart/items", {"product_id": product["id"]}, buyer["token"])
     checkout = {"provider": provider} | ({"phone": "254712345678"} if provider == "mpesa" else {})
     order = call("POST", f"{api}/orders", checkout, buyer["token"])
@@ -115,6 +126,10 @@ def run_demo(api: str, provider: str, timeout: float) -> None:
     for sale in wait_for("the reports read model", lambda: rows(
             "reports", "SELECT product_id, amount_minor FROM sales WHERE order_id = :o", o=order["id"]), timeout):
         click.echo(f"reports  sale of product {sale['product_id']} for {sale['amount_minor']} recorded")
+    approval = wait_for("the seller's approval email", lambda: rows(
+        "mailer", "SELECT subject FROM outbound_messages WHERE to_email = :e AND status = 'sent'", e=seller["email"]),
+        timeout)
+    click.echo(f"mailer   sent to {seller['email']}: {approval[0]['subject']}")
     mails = wait_for("both emails to be delivered", lambda: (lambda m: len(m) == 2 and m)(rows(
         "mailer", "SELECT subject, status FROM outbound_messages WHERE to_email = :e AND status = 'sent'",
         e=buyer["email"])), timeout)

@@ -213,10 +213,10 @@ SUBSCRIPTIONS: dict[str, tuple[Target, ...]] = {
 }
 
 
-def envelope(event: Event) -> dict:
-    """Wrap an event for the wire: a fresh event id, its name, version and JSON-safe data."""
+def envelope(event: Event, event_id: str | None = None) -> dict:
+    """Wrap an event for the wire: its id (fresh unless given), name, version and JSON-safe data."""
     return Envelope(
-        event_id=str(uuid.uuid4()),
+        event_id=event_id or str(uuid.uuid4()),
         name=event.name,
         version=event.version,
         occurred_at=datetime.now(UTC),

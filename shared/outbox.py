@@ -27,19 +27,22 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-def publish(session: Session, event: Event) -> str:
-    """Write `event` for every subscriber into this session's outbox; returns the event id."""
-    env = envelope(event)
+def publish(session: Session, event: Event, event_id: str | None = None) -> str:
+    """Write `event` for every subscriber into this session's outbox; returns the event id.
+    A deterministic `event_id` makes publishing the same fact again harmless: consumers skip it."""
+    env = envelope(event, event_id)
     for target in SUBSCRIPTIONS[event.name]:
         send(session, target.service, target.queue, target.actor, env)
     return env["event_id"]
 
 
-def send(session: Session, service: str, queue: str, actor: str, payload: dict) -> None:
-    """Write one message for `actor` on `service`'s broker; it leaves after commit."""
+def send(session: Session, service: str, queue: str, actor: str, payload: dict,
+         delay_ms: int | None = None) -> None:
+    """Write one message for `actor` on `service`'s broker; it leaves after commit, `delay_ms` later if given.
+    (The relay, which only sends what a crash left behind, sends such a row without its delay.)"""
     row = {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload}
     session.execute(outbox.insert().values(**row))
-    session.info.setdefault("outbox", []).append(row)
+    session.info.setdefault("outbox", []).append(row | {"delay_ms": delay_ms})
 
 
 @sa_event.listens_for(Session, "after_commit")
@@ -69,7 +72,7 @@ def _enqueue(rows: list[dict]) -> None:
         if row["queue"] not in broker.queues:
             broker.declare_queue(row["queue"])
         broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
-                               kwargs={}, options={}, message_id=row["id"]))
+                               kwargs={}, options={}, message_id=row["id"]), delay=row.get("delay_ms"))
 
 
 def _mark_sent(conn, rows: list[dict]) -> None:

@@ -1,7 +1,7 @@
 """The api's actors: process stored webhooks, react to purchases."""
 
-from services.api import handlers
-from shared.contracts import PurchaseCompleted
+from services.api import campaign_status, handlers
+from shared.contracts import CampaignProgressed, PurchaseCompleted
 from shared.db import transaction
 from shared.messaging import actor
 from shared.outbox import consume
@@ -20,3 +20,10 @@ def process_webhook(payload: dict) -> None:
 def on_purchase_completed(envelope: dict) -> None:
     """Clear the buyer's cart; the inbox makes a second delivery a no-op."""
     consume(SERVICE, "api.on_purchase_completed", envelope, PurchaseCompleted, handlers.clear_cart)
+
+
+@actor(SERVICE, "api.on_campaign_progressed", queue="api.events", time_limit_s=60)
+def on_campaign_progressed(envelope: dict) -> None:
+    """Update the campaign status read model; a redelivered or overtaken report changes nothing."""
+    consume(SERVICE, "api.on_campaign_progressed", envelope, CampaignProgressed,
+            lambda session, event: campaign_status.on_campaign_progressed(session, event, envelope["occurred_at"]))

@@ -3,7 +3,7 @@
 from flask import Flask
 from sqlalchemy import text
 
-from services.api import catalog, orders, users, webhooks
+from services.api import campaigns, catalog, leads, notifications, orders, review, users, webhooks
 from services.api.http import register_errors
 from shared import observability
 from shared.db import transaction
@@ -15,7 +15,8 @@ def create_app() -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 200 * 1024 * 1024
     app.json.sort_keys = False
     register_errors(app)
-    for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp):
+    for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp, leads.bp, review.bp, notifications.bp,
+                      campaigns.bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")

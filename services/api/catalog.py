@@ -26,7 +26,8 @@ class NewProduct(BaseModel):
 
 def product_json(p: Product) -> dict:
     return {"id": p.id, "seller_id": p.seller_id, "title": p.title, "description": p.description,
-            "price_minor": p.price_minor, "currency": p.currency, "has_file": p.file_key is not None}
+            "price_minor": p.price_minor, "currency": p.currency, "has_file": p.file_key is not None,
+            "status": p.status, "rejection_reason": p.rejection_reason}
 
 
 @bp.post("/products")
@@ -42,8 +43,21 @@ def create_product():
 
 @bp.get("/products")
 def list_products():
+    """The approved catalog; `?mine=true` (authenticated) is the seller's own products, whatever their status."""
+    if request.args.get("mine", "").lower() == "true":
+        return _my_products()
+    return _products(Product.status == "approved")
+
+
+@authenticated
+def _my_products():
+    return _products(Product.seller_id == g.user_id)
+
+
+def _products(condition) -> dict:
     with transaction("api") as session:
-        return {"products": [product_json(p) for p in session.scalars(select(Product).order_by(Product.id))]}
+        found = session.scalars(select(Product).where(condition).order_by(Product.id))
+        return {"products": [product_json(p) for p in found]}
 
 
 @bp.get("/products/<int:product_id>")

@@ -35,8 +35,11 @@ def get_cart():
 def add_to_cart():
     body = parse(NewCartItem)
     with transaction("api") as session:
-        if session.get(Product, body.product_id) is None:
+        product = session.get(Product, body.product_id)
+        if product is None:
             raise ApiError(404, f"product {body.product_id} does not exist")
+        if product.status != "approved":
+            raise ApiError(409, f"product {body.product_id} is not approved for sale (status: {product.status})")
         if session.get(CartItem, (g.user_id, body.product_id)) is None:
             session.add(CartItem(buyer_id=g.user_id, product_id=body.product_id))
             session.flush()
@@ -65,6 +68,9 @@ def checkout():
         items = _cart(session)
         if not items:
             raise ApiError(409, "the cart is empty")
+        withdrawn = [i.product_id for i in items if i.product.status != "approved"]
+        if withdrawn:
+            raise ApiError(409, f"products {withdrawn} are no longer for sale; remove them from the cart")
         currencies = {i.product.currency for i in items}
         if len(currencies) > 1:
             raise ApiError(409, f"the cart mixes currencies {sorted(currencies)}; check out one at a time")

@@ -1,6 +1,6 @@
 """Billing's tables: purchase lines and a double-entry-style ledger with running balances."""
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
@@ -45,3 +45,53 @@ class Balance(Base):
     account: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     currency: Mapped[str] = mapped_column(sa.String(3), primary_key=True)
     balance_minor: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class Customer(Base):
+    """Whom billing invoices: its own copy of a buyer's contact details."""
+
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    name: Mapped[str] = mapped_column(sa.String(120))
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (sa.Index("ix_invoices_latest", "customer_id", sa.text("issued_at DESC"), sa.text("id DESC")),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(sa.Integer)
+    number: Mapped[str] = mapped_column(sa.String(32))
+    amount_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    issued_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    due_date: Mapped[date] = mapped_column(sa.Date)
+    emailed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    email_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class InvoiceRun(Base):
+    """One `send-invoices` run: what was requested of the mailer and what it reported back."""
+
+    __tablename__ = "invoice_runs"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    total: Mapped[int] = mapped_column(sa.Integer)
+    chunks: Mapped[int] = mapped_column(sa.Integer)
+    sent: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+run_items = sa.Table(
+    "invoice_run_items", Base.metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+    sa.Column("invoice_id", sa.Integer, primary_key=True),
+)
+
+reported_chunks = sa.Table(
+    "invoice_run_reports", Base.metadata,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("chunk", sa.Integer, primary_key=True),
+)

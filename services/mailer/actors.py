@@ -1,12 +1,25 @@
 """Mailer's actors."""
 
-from services.mailer import handlers
+from functools import partial
+
+from services.mailer import campaign_sending, campaigns, handlers, invoices
+from services.mailer.pacing import pacer_from
 from services.mailer.senders import ProviderUnavailable, sender_from
-from shared.contracts import DownloadsReady, PurchaseCompleted
+from shared.contracts import (
+    CampaignControlRequested,
+    CampaignRequested,
+    DownloadsReady,
+    InvoiceEmailsRequested,
+    LeadCreated,
+    ProductApproved,
+    ProductRejected,
+    PurchaseCompleted,
+)
 from shared.db import transaction
 from shared.messaging import actor, defer
 from shared.outbox import consume
 from shared.settings import get_settings
+from shared.storage import LocalStorage
 
 SERVICE = "mailer"
 
@@ -32,3 +45,98 @@ def deliver_message(payload: dict) -> None:
             handlers.deliver(session, payload["message_id"], sender_from(settings))
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
+
+
+@actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)
+def on_invoice_emails_requested(envelope: dict) -> None:
+    """Send a chunk of invoice emails; the inbox keeps a redelivered chunk from being sent again."""
+    settings = get_settings()
+    send = partial(invoices.send_chunk, sender=sender_from(settings), storage=LocalStorage(settings.storage_dir))
+    try:
+        consume(SERVICE, "mailer.on_invoice_emails_requested", envelope, InvoiceEmailsRequested, send)
+    except ProviderUnavailable:
+        defer(SERVICE, int(settings.breaker_reset_s * 1000))
+
+
+# Notifications: 3 attempts, 60 s each (seeds 001 and 003); delivery itself retries in deliver_message.
+
+@actor(SERVICE, "mailer.on_lead_created", queue="mailer.events", time_limit_s=60, max_retries=2)
+def on_lead_created(envelope: dict) -> None:
+    """Queue the new-lead email to the assigned user; the inbox keeps a redelivery from queueing it twice."""
+    consume(SERVICE, "mailer.on_lead_created", envelope, LeadCreated, _keyed(handlers.on_lead_created, envelope))
+
+
+@actor(SERVICE, "mailer.on_product_approved", queue="mailer.events", time_limit_s=60, max_retries=2)
+def on_product_approved(envelope: dict) -> None:
+    """Queue the approval email to the seller; the inbox keeps a redelivery from queueing it twice."""
+    consume(SERVICE, "mailer.on_product_approved", envelope, ProductApproved,
+            _keyed(handlers.on_product_approved, envelope))
+
+
+@actor(SERVICE, "mailer.on_product_rejected", queue="mailer.events", time_limit_s=60, max_retries=2)
+def on_product_rejected(envelope: dict) -> None:
+    """Queue the rejection email, reason included; the inbox keeps a redelivery from queueing it twice."""
+    consume(SERVICE, "mailer.on_product_rejected", envelope, ProductRejected,
+            _keyed(handlers.on_product_rejected, envelope))
+
+
+def _keyed(handler, envelope: dict):
+    """`handler` given the event id too (consume has validated the envelope before it calls this)."""
+    return lambda session, event: handler(session, envelope["event_id"], event)
+
+
+# Campaigns (seed 002): stored and steered on mailer.events, sent on their own queues.
+
+@actor(SERVICE, "mailer.on_campaign_requested", queue="mailer.events", time_limit_s=120)
+def on_campaign_requested(envelope: dict) -> None:
+    """Store a campaign and queue its first sends; the inbox keeps a redelivery from storing it twice."""
+    settings = get_settings()
+    routing = campaigns.Routing(settings.campaign_bulk_threshold, settings.campaign_chunk_size,
+                                LocalStorage(settings.storage_dir))
+    consume(SERVICE, "mailer.on_campaign_requested", envelope, CampaignRequested,
+            partial(campaigns.on_campaign_requested, routing=routing))
+
+
+@actor(SERVICE, "mailer.on_campaign_control_requested", queue="mailer.events", time_limit_s=120)
+def on_campaign_control_requested(envelope: dict) -> None:
+    """Pause, resume or cancel a campaign; the inbox drops a redelivery, and an action out of place is a no-op."""
+    consume(SERVICE, "mailer.on_campaign_control_requested", envelope, CampaignControlRequested,
+            campaigns.on_campaign_control_requested)
+
+
+@actor(SERVICE, "mailer.send_campaign_message", queue="mailer.messages", time_limit_s=60, max_retries=4)
+def send_campaign_message(payload: dict) -> None:
+    """Send one recipient's campaign email; a recipient no longer queued is not sent again."""
+    _send_campaign(campaign_sending.send_message, payload["campaign_id"], payload["position"], budget_s=30)
+
+
+@actor(SERVICE, "mailer.send_campaign_message_priority", queue="mailer.high_priority", time_limit_s=60,
+       max_retries=4)
+def send_campaign_message_priority(payload: dict) -> None:
+    """The same for a campaign a user triggered, on its own queue so bulk work never delays it."""
+    _send_campaign(campaign_sending.send_message, payload["campaign_id"], payload["position"], budget_s=30)
+
+
+@actor(SERVICE, "mailer.send_campaign_chunk", queue="mailer.bulk_messages", time_limit_s=120, max_retries=4)
+def send_campaign_chunk(payload: dict) -> None:
+    """Send one chunk and schedule the next; a chunk that is not the campaign's next is skipped."""
+    _send_campaign(campaign_sending.send_chunk, payload["campaign_id"], payload["chunk"], budget_s=60)
+
+
+def _send_campaign(handler, campaign_id: str, part: int, budget_s: float) -> None:
+    """Run a sending handler. Provider down: defer, spending no retry. Rate limit or budget ran out: go on
+    soon in a new message. Recipients refused for now: raise, so Retries try them again with backoff
+    (max_retries leaves room beyond the 3 attempts each recipient gets)."""
+    settings = get_settings()
+    mail = campaign_sending.Mail(sender_from(settings), pacer_from(settings), settings.campaign_chunk_spacing_s,
+                                 budget_s)
+    try:
+        with transaction(SERVICE) as session:
+            outcome = handler(session, campaign_id, part, mail)
+    except ProviderUnavailable:
+        defer(SERVICE, int(settings.breaker_reset_s * 1000))
+        return
+    if outcome.untried:
+        defer(SERVICE, 1000)
+    elif outcome.refused:
+        raise campaign_sending.RecipientsRefused(f"{len(outcome.refused)} refused for now: {outcome.refused[0]}")

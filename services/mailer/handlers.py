@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, send_guarded
 from services.mailer.templates import render
-from shared.contracts import DownloadsReady, PurchaseCompleted
+from shared.contracts import DownloadsReady, LeadCreated, ProductApproved, ProductRejected, PurchaseCompleted
 from shared.messaging import PermanentError
 from shared.outbox import send
 
@@ -57,3 +57,21 @@ def deliver(session: Session, message_id: str, sender) -> None:
 
 def outgoing(message: OutboundMessage) -> Outgoing:
     return Outgoing(message.id, message.to_email, message.subject, message.text, message.html, message.attempts)
+
+
+# Notifications. The dedupe key holds the event id: the same lead or product may rightly be announced
+# again (`market test-lead`, a rejected product approved later), and each announcement is one email.
+
+def on_lead_created(session: Session, event_id: str, event: LeadCreated) -> None:
+    queue_email(session, f"lead_created:{event.lead_id}:{event_id}", "lead_created", event.assigned_email,
+                event.model_dump())
+
+
+def on_product_approved(session: Session, event_id: str, event: ProductApproved) -> None:
+    queue_email(session, f"product_approved:{event.product_id}:{event_id}", "product_approved",
+                event.seller_email, event.model_dump())
+
+
+def on_product_rejected(session: Session, event_id: str, event: ProductRejected) -> None:
+    queue_email(session, f"product_rejected:{event.product_id}:{event_id}", "product_rejected",
+                event.seller_email, event.model_dump())

@@ -27,3 +27,54 @@ class OutboundMessage(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class InvoiceChunk(Base):
+    """One chunk of an invoice run, sent; billing keeps each invoice's own status."""
+
+    __tablename__ = "invoice_chunks"
+    run_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    chunk: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    sent: Mapped[int] = mapped_column(sa.Integer)
+    failed: Mapped[int] = mapped_column(sa.Integer)
+    summary_key: Mapped[str] = mapped_column(sa.String(200))
+    completed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Campaign(Base):
+    """A campaign (seed 002): one template, many recipients, sent message by message or chunk by chunk.
+
+    status: queued -> sending -> completed; queued|sending <-> paused; queued|sending|paused -> cancelled.
+    """
+
+    __tablename__ = "campaigns"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(200))
+    subject: Mapped[str] = mapped_column(sa.Text)
+    body: Mapped[str] = mapped_column(sa.Text)
+    user_triggered: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    route: Mapped[str] = mapped_column(sa.String(16))  # messages | priority | chunks
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    total: Mapped[int] = mapped_column(sa.Integer)
+    sent: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    chunk_size: Mapped[int] = mapped_column(sa.Integer)  # fixed at creation: chunk k is positions [k*size, (k+1)*size)
+    next_chunk: Mapped[int] = mapped_column(sa.Integer, default=0)  # the chain's cursor (chunks route)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
+    updated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class CampaignRecipient(Base):
+    """One recipient of a campaign and what happened to their email."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (sa.Index("ix_campaign_recipients_status", "campaign_id", "status"),)
+    campaign_id: Mapped[str] = mapped_column(sa.ForeignKey("campaigns.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    fields: Mapped[dict] = mapped_column(sa.JSON)  # the placeholder values: name, pledge, paid_amount, ...
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")  # queued | sent | failed | cancelled
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -94,7 +94,11 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
     status, _ = http("PUT", f"{api}/products/{product['id']}/file", upload, seller["token"],
                      {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert status == 200
-    http("POST", f"{api}/cart/items", {"product_id": product["id"]}, buyer["token"])
+    # New products await review: an operator makes an admin, who approves this one.
+    admin = processes.run("create-admin", "--email", "admin@example.com", "--name", "Ada")
+    admin_token = re.search(r"^token: (\S+)$", admin, re.MULTILINE).group(1)
+    assert http("POST", f"{api}/admin/products/{product['id']}/approve", token=admin_token)[0] == 200
+    assert http("POST", f"{api}/cart/items", {"product_id": product["id"]}, buyer["token"])[0] == 201
     status, order = http("POST", f"{api}/orders", {"provider": "stripe"}, buyer["token"])
     assert status == 201
 
@@ -111,8 +115,11 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
         "billing", "SELECT account, amount_minor FROM ledger_entries ORDER BY account"))
     assert ledger == [{"account": "platform:fees", "amount_minor": 420},
                       {"account": f"seller:{seller['id']}", "amount_minor": 3780}]
-    wait_until("two emails at the SMTP server", lambda: len(inbox.messages) == 2)
+    wait_until("three emails at the SMTP server", lambda: len(inbox.messages) == 3)
     mails = [email.message_from_string(m, policy=policy.default) for m in inbox.messages]
+    approval = next(m for m in mails if m["To"] == "seller@example.com")
+    assert approval["Subject"] == 'Your product "Field Guide" was approved'
+    assert http("GET", f"{api}/notifications", token=seller["token"])[1]["unread_count"] == 1
     downloads_mail = next(m for m in mails if m["Subject"].startswith("Your downloads"))
     text = downloads_mail.get_body(("plain",)).get_content()
     link = re.search(rf"http://127\.0\.0\.1:{media_port}/downloads/\S+", text).group()
@@ -140,5 +147,5 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
         {"balance_minor": 420}, {"balance_minor": 3780}]
     assert len(databases.rows("media", "SELECT * FROM download_grants")) == 1
     assert len(databases.rows("reports", "SELECT * FROM sales")) == 1
-    assert len(databases.rows("mailer", "SELECT * FROM outbound_messages WHERE status = 'sent'")) == 2
-    assert len(inbox.messages) == 2
+    assert len(databases.rows("mailer", "SELECT * FROM outbound_messages WHERE status = 'sent'")) == 3
+    assert len(inbox.messages) == 3

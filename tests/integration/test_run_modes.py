@@ -32,11 +32,13 @@ def test_the_embedded_system_runs_a_demo_purchase_for_each_provider(tmp_path, pr
                                "--provider", provider, "--timeout", "30"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        for line in (f"{provider} webhook answered accepted", "is paid; cart now holds 0 item(s)",
-                     "billing  ledger seller:", "reports  sale of product", "media    1 download grant(s)"):
+        for line in ("approved by an admin; the seller was notified (1 unread notification)",
+                     f"{provider} webhook answered accepted", "is paid; cart now holds 0 item(s)",
+                     "billing  ledger seller:", "reports  sale of product", "media    1 download grant(s)",
+                     '"The Queue Handbook" was approved'):
             assert line in demo.stdout, demo.stdout
-        assert demo.stdout.count("mailer   sent to") == 2
-        assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 2
+        assert demo.stdout.count("mailer   sent to") == 3  # the seller's approval, the buyer's two
+        assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 3
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         output = server.communicate(timeout=30)[0].decode()

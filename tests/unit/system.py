@@ -2,8 +2,9 @@
 
 import email
 import json
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import policy
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 import stripe
 from werkzeug.test import Client
 
+from services.api.review import create_admin
 from shared.db import transaction
 from shared.messaging import broker_for
 from shared.settings import SERVICES, get_settings
@@ -20,6 +22,7 @@ from shared.settings import SERVICES, get_settings
 class System:
     client: Client
     data_dir: Path
+    admin_token: str | None = field(default=None, repr=False)
 
     def call(self, method: str, path: str, json_body=None, token: str | None = None, **kwargs):
         headers = kwargs.pop("headers", {})
@@ -58,14 +61,39 @@ class System:
         assert response.status_code == 201, response.json
         return response.json
 
+    def admin(self) -> str:
+        """The token of this system's admin, made (as `market create-admin` does) on first use."""
+        if self.admin_token is None:
+            self.admin_token = create_admin(f"admin{time.monotonic_ns()}@example.com", "Admin")[1]
+        return self.admin_token
+
+    def approve(self, product_id: int) -> dict:
+        """Approve a product as an admin (one is made on first use) and let the seller be notified;
+        returns the product."""
+        response = self.call("POST", f"/admin/products/{product_id}/approve", token=self.admin())
+        assert response.status_code == 200, response.json
+        self.drain()
+        return response.json
+
+    def settle(self) -> None:
+        """Deliver everything queued, then put away the sent mail and the api's sent outbox rows, so that a
+        test starts from an empty mailbox and outbox."""
+        self.drain()
+        shutil.rmtree(get_settings().mail_dir, ignore_errors=True)
+        with transaction("api") as session:
+            session.execute(sa.text("DELETE FROM outbox WHERE sent_at IS NOT NULL"))
+
     def order(self, provider: str = "stripe", price_minor: int = 2500, currency: str = "USD",
               titles: tuple[str, ...] = ("Field Guide",)) -> dict:
-        """A seller's products in a buyer's cart, checked out; returns order, buyer and seller."""
+        """A seller's approved products in a buyer's cart, checked out; returns order, buyer and seller.
+        The system is quiet afterwards: the approvals' messages are delivered, then put away with their emails."""
         seller, buyer = self.user(f"seller{time.monotonic_ns()}"), self.user(f"buyer{time.monotonic_ns()}")
         for title in titles:
             product = self.call("POST", "/products", {"title": title, "price_minor": price_minor,
                                                       "currency": currency}, seller["token"]).json
+            self.approve(product["id"])
             self.call("POST", "/cart/items", {"product_id": product["id"]}, buyer["token"])
+        self.settle()
         body = {"provider": provider} | ({"phone": "254712345678"} if provider == "mpesa" else {})
         response = self.call("POST", "/orders", body, buyer["token"])
         assert response.status_code == 201, response.json

@@ -14,10 +14,11 @@ def fields(response) -> set[str]:
 
 
 def new_product(system, seller: dict, price_minor: int = 1000, currency: str = "USD", title: str = "Guide") -> dict:
+    """A product approved for sale."""
     response = system.call("POST", "/products", {"title": title, "price_minor": price_minor, "currency": currency},
                            seller["token"])
     assert response.status_code == 201, response.json
-    return response.json
+    return system.approve(response.json["id"])
 
 
 def upload(system, product_id: int, token: str, data: bytes, filename: str = "guide.pdf"):

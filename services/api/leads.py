@@ -1,0 +1,91 @@
+"""Leads: stored by the api, announced to the assigned user by email through `lead.created`."""
+
+from typing import Annotated
+
+from flask import Blueprint, g
+from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.api.http import ApiError, authenticated, parse
+from services.api.models import Lead, User
+from shared.contracts import LeadCreated
+from shared.db import transaction
+from shared.outbox import publish
+
+bp = Blueprint("leads", __name__)
+
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ().-]{3,30}$")]
+
+
+class NewLead(BaseModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    email: EmailStr
+    phone: Phone | None = None
+    source: str = Field(default="", max_length=64)
+    assigned_user_id: int
+
+
+def lead_json(lead: Lead) -> dict:
+    return {"id": lead.id, "name": lead.name, "email": lead.email, "phone": lead.phone, "source": lead.source,
+            "assigned_user_id": lead.assigned_user_id, "created_at": lead.created_at.isoformat()}
+
+
+def lead_created(lead: Lead, assignee: User) -> LeadCreated:
+    return LeadCreated(lead_id=lead.id, lead_name=lead.name, lead_email=lead.email, lead_phone=lead.phone,
+                       source=lead.source, assigned_user_id=assignee.id, assigned_email=assignee.email,
+                       assigned_name=assignee.name)
+
+
+@bp.post("/leads")
+@authenticated
+def create_lead():
+    """Store the lead and announce it in one transaction; the email is only a message, so it cannot fail this."""
+    body = parse(NewLead)
+    with transaction("api") as session:
+        assignee = session.get(User, body.assigned_user_id)
+        if assignee is None:
+            raise ApiError(400, "invalid request body", [{"field": "assigned_user_id", "problem":
+                                                          f"user {body.assigned_user_id} does not exist"}])
+        lead = Lead(**body.model_dump(), created_by_id=g.user_id)
+        session.add(lead)
+        session.flush()
+        publish(session, lead_created(lead, assignee))
+        return lead_json(lead), 201
+
+
+@bp.get("/leads/<int:lead_id>")
+@authenticated
+def get_lead(lead_id: int):
+    """Its creator, its assignee and admins see a lead; to anyone else it does not exist."""
+    with transaction("api") as session:
+        lead = session.get(Lead, lead_id)
+        if lead is None or not _visible(session, lead):
+            raise ApiError(404, f"lead {lead_id} does not exist")
+        return lead_json(lead)
+
+
+def _visible(session: Session, lead: Lead) -> bool:
+    return g.user_id in (lead.created_by_id, lead.assigned_user_id) or session.get(User, g.user_id).is_admin
+
+
+def announce_again(session: Session, lead_id: int | None, user_id: int | None, *,
+                   via_relay: bool = False) -> tuple[Lead, User, str]:
+    """Publish `lead.created` for a stored lead assigned to a user (the first of each by default), to test
+    the notification path; raises LookupError naming what is missing. `via_relay` leaves the messages to
+    the outbox relay of the running system instead of sending them from this process."""
+    lead, user = _by_id_or_first(session, Lead, lead_id), _by_id_or_first(session, User, user_id)
+    for kind, wanted, found in (("lead", lead_id, lead), ("user", user_id, user)):
+        if found is None:
+            raise LookupError(f"{kind} {wanted} does not exist" if wanted is not None else f"there are no {kind}s yet")
+    event_id = publish(session, lead_created(lead, user))
+    if via_relay:
+        # Unsent outbox rows are exactly what the relay sweeps; forgetting them here skips the after-commit send.
+        session.info.pop("outbox", None)
+    return lead, user, event_id
+
+
+def _by_id_or_first(session: Session, model, wanted: int | None):
+    if wanted is not None:
+        return session.get(model, wanted)
+    return session.scalars(select(model).order_by(model.id)).first()
