@@ -60,7 +60,7 @@ def start_run(chunk_size: int, retry_failed: bool = False) -> InvoiceRun | None:
     wanted = (latest.c.email_error.is_not(None)) if retry_failed else latest.c.email_error.is_(None)
     run_id = str(uuid.uuid4())
     ordinal = sa.func.row_number().over(order_by=latest.c.id) - 1
-    picked = sa.select(sa.literal(run_id), sa.cast(ordinal / chunk_size, sa.Integer), latest.c.id).where(
+    picked = sa.select(sa.literal(run_id), ordinal // chunk_size, latest.c.id).where(
         latest.c.rank == 1, latest.c.emailed_at.is_(None), wanted)
     with transaction(SERVICE) as session:
         session.execute(run_items.insert().from_select(["run_id", "chunk", "invoice_id"], picked))

@@ -101,7 +101,7 @@ def on_campaign_requested(envelope: dict) -> None:
 def on_campaign_control_requested(envelope: dict) -> None:
     """Pause, resume or cancel a campaign; the inbox drops a redelivery, and an action out of place is a no-op."""
     consume(SERVICE, "mailer.on_campaign_control_requested", envelope, CampaignControlRequested,
-            campaigns.on_campaign_control_requested)
+            lambda session, event: campaigns.on_campaign_control_requested(session, event, envelope["occurred_at"]))
 
 
 @actor(SERVICE, "mailer.send_campaign_message", queue="mailer.messages", time_limit_s=60, max_retries=4)

@@ -67,15 +67,21 @@ def on_campaign_requested(session: Session, event: CampaignRequested, routing: R
              ROUTES[route][0])
 
 
-def on_campaign_control_requested(session: Session, event: CampaignControlRequested) -> None:
-    """Pause, resume or cancel. Safe twice: the inbox drops a redelivery, and an action that does not apply
-    to the campaign's state (pausing a paused one, anything on a finished one) changes nothing."""
+def on_campaign_control_requested(session: Session, event: CampaignControlRequested, requested_at: str) -> None:
+    """Pause, resume or cancel. Safe twice: the inbox drops a redelivery, an action that does not apply to
+    the campaign's state (pausing a paused one, anything on a finished one) changes nothing, and a request
+    older than one already handled (two consumers can take them out of order) is ignored: the last wins."""
     if event.action not in ("pause", "resume", "cancel"):
         raise PermanentError(f"unknown campaign action {event.action!r}")
     campaign = lock(session, event.campaign_id)
     if campaign is None:
         raise CampaignNotStored(f"campaign {event.campaign_id} is not stored (yet)")
-    before = campaign.status
+    at = _utc(datetime.fromisoformat(requested_at))
+    if campaign.controlled_at and at < _utc(campaign.controlled_at):
+        log.info("Campaign %s: %s requested at %s is older than the last request handled; ignored.",
+                 campaign.id, event.action, requested_at)
+        return
+    campaign.controlled_at, before = at, campaign.status
     if event.action == "pause" and before in ACTIVE:
         campaign.status = "paused"  # the chunk or message being sent finishes; nothing after it starts
     elif event.action == "resume" and before == "paused":
@@ -132,3 +138,7 @@ def _stored_recipients(storage: LocalStorage, key: str | None) -> list[Recipient
     if key is None:
         return []
     return [Recipient.model_validate(r) for r in json.loads(storage.path(key).read_bytes())]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive

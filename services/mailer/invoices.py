@@ -15,19 +15,20 @@ from shared.storage import LocalStorage
 MAX_ATTEMPTS = 3  # a temporary refusal is tried again at once, twice, before the invoice counts as failed
 
 
-def render(invoice: InvoiceEmail, attempt: int = 0) -> Outgoing:
+def render(invoice: InvoiceEmail, run_id: str) -> Outgoing:
     env = environment()
     context = {"name": invoice.name, "number": invoice.number, "amount_minor": invoice.amount_minor,
                "currency": invoice.currency, "due_date": invoice.due_date}
     subject = " ".join(env.get_template("invoice/subject.txt").render(context).split())
-    return Outgoing(f"invoice-{invoice.invoice_id}", invoice.email, subject,
-                    env.get_template("invoice/body.txt").render(context), attempt=attempt)
+    # The id is stable within a run (a resend is recognisable) and new in a retry run.
+    return Outgoing(f"invoice-{invoice.invoice_id}-{run_id[:8]}", invoice.email, subject,
+                    env.get_template("invoice/body.txt").render(context))
 
 
 def send_chunk(session: Session, event: InvoiceEmailsRequested, sender, storage: LocalStorage) -> None:
     """Send one chunk; safe twice: the inbox skips a repeated chunk, billing never asks twice for an
     invoice it has marked emailed."""
-    pending = {i.invoice_id: render(i) for i in event.invoices}
+    pending = {i.invoice_id: render(i, event.run_id) for i in event.invoices}
     sent: dict[int, Outgoing] = {}
     failed: dict[int, str] = {}
     for attempt in range(MAX_ATTEMPTS):
@@ -56,5 +57,6 @@ def summary(event: InvoiceEmailsRequested, sent, failed: dict[int, str]) -> str:
     parts = [f"Invoice run {event.run_id}, chunk {event.chunk}: {len(event.invoices)} emails, "
              f"{len(event.invoices) - len(failed)} sent, {len(failed)} failed\n"]
     parts += [f"\n=== {m.message_id} to {m.to}\nSubject: {m.subject}\n\n{m.text}" for m in sent]
-    parts += [f"\n=== invoice-{invoice_id} FAILED: {reason}\n" for invoice_id, reason in failed.items()]
+    parts += [f"\n=== invoice-{invoice_id}-{event.run_id[:8]} FAILED: {reason}\n"
+              for invoice_id, reason in failed.items()]
     return "".join(parts)

@@ -60,6 +60,7 @@ class Campaign(Base):
     failed: Mapped[int] = mapped_column(sa.Integer, default=0)
     chunk_size: Mapped[int] = mapped_column(sa.Integer)  # fixed at creation: chunk k is positions [k*size, (k+1)*size)
     next_chunk: Mapped[int] = mapped_column(sa.Integer, default=0)  # the chain's cursor (chunks route)
+    controlled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))  # latest control request
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     updated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -39,11 +39,13 @@ class Pacer:
             except redis.RedisError as exc:
                 log.warning("The mail rate limiter cannot reach Redis (%s); sending stops here for now.", exc)
                 return False
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
             # Wake just after the next bucket opens, spread a little so waiting workers do not stampede.
             now_ms = time.time() * 1000
-            time.sleep((self.bucket_ms - now_ms % self.bucket_ms + random.uniform(0, self.bucket_ms / 5)) / 1000)
+            wait_ms = self.bucket_ms - now_ms % self.bucket_ms + random.uniform(0, self.bucket_ms / 5)
+            time.sleep(min(wait_ms / 1000, left))
 
 
 class Unlimited:
