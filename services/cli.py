@@ -151,11 +151,6 @@ def send_invoices(chunk: int | None, retry_failed: bool, no_wait: bool) -> None:
     Running it again resumes an unfinished run; an invoice already emailed is never sent again."""
     from services import runs
 
-    if get_settings().embedded:
-        from services.runner import start_embedded_workers
-
-        registry.migrate_all()
-        start_embedded_workers()  # the in-memory brokers live in this process
     runs.send(chunk or get_settings().invoice_chunk_size, retry_failed, wait=not no_wait)
 
 
@@ -195,16 +190,14 @@ def test_lead(lead_id: int | None, user_id: int | None) -> None:
     from services.api.leads import announce_again
     from shared.db import transaction
 
-    # In-memory brokers exist only inside the running system: its outbox relay sends the message.
-    embedded = get_settings().embedded
     try:
         with transaction("api") as session:
-            lead, user, event_id = announce_again(session, lead_id, user_id, via_relay=embedded)
+            lead, user, event_id = announce_again(session, lead_id, user_id)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Published lead.created {event_id}: lead {lead.id} ({lead.name}) assigned to user {user.id} "
                f"<{user.email}>.")
-    if embedded:
+    if get_settings().embedded:
         click.echo("The running system's outbox relay sends it to the mailer within a few seconds.")
 
 

@@ -55,8 +55,8 @@ def watch(run_id: str, stall_warning_s: float = 60) -> None:
             if run.finished_at is not None:
                 break
             if now - last_change > stall_warning_s:
-                _line(f"No progress for {now - last_change:.0f} s: are the billing and mailer workers running?",
-                      end=True)
+                _line(f"No progress for {now - last_change:.0f} s: is the system running (python3 dev.py run, "
+                      "or the billing and mailer workers)?", end=True)
                 last_change = now
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -112,12 +112,18 @@ def broker_for(service: str) -> dramatiq.Broker:
     return broker
 
 
+def reaches_workers(broker: dramatiq.Broker) -> bool:
+    """False for an in-memory broker that no worker of this process consumes."""
+    return not isinstance(broker, StubBroker) or getattr(broker, "consumed_here", False)
+
+
 def add_worker_duties(service: str) -> None:
     """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
     from shared.outbox import relay
 
     settings = get_settings()
     broker = broker_for(service)
+    broker.consumed_here = True
     broker.add_middleware(Periodic(f"{service}-outbox-relay", settings.outbox_relay_interval_s,
                                    lambda: relay(service)))
     if isinstance(broker, MaintainedRedisBroker):

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
 from shared.db import engine_for, inbox, outbox, transaction
-from shared.messaging import PermanentError, broker_for
+from shared.messaging import PermanentError, broker_for, reaches_workers
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,27 @@ def _forget_after_rollback(session: Session) -> None:
 
 
 def _send_rows(owner: str, rows: list[dict]) -> None:
-    _enqueue(rows)
-    with engine_for(owner).begin() as conn:
-        _mark_sent(conn, rows)
+    sent = _enqueue(rows)
+    if sent:
+        with engine_for(owner).begin() as conn:
+            _mark_sent(conn, sent)
 
 
-def _enqueue(rows: list[dict]) -> None:
+def _enqueue(rows: list[dict]) -> list[dict]:
+    """Send the rows this process can deliver; returns them. An in-memory broker reaches only the
+    workers of its own process, so a command-line process leaves such rows to the relay of the
+    process that runs the workers (`market up` in the embedded mode)."""
+    sent = []
     for row in rows:
         broker = broker_for(row["service"])
+        if not reaches_workers(broker):
+            continue
         if row["queue"] not in broker.queues:
             broker.declare_queue(row["queue"])
         broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
                                kwargs={}, options={}, message_id=row["id"]), delay=row.get("delay_ms"))
+        sent.append(row)
+    return sent
 
 
 def _mark_sent(conn, rows: list[dict]) -> None:
@@ -90,12 +99,11 @@ def relay(service: str, older_than_s: float | None = None, batch: int = 500) -> 
                 sa.select(outbox).where(outbox.c.sent_at.is_(None), outbox.c.created_at <= cutoff)
                 .order_by(outbox.c.created_at).limit(batch).with_for_update(skip_locked=True)
             ).mappings().all()
-            if rows:
-                rows = [dict(r) for r in rows]
-                _enqueue(rows)
-                _mark_sent(session, rows)
-        sent += len(rows)
-        if len(rows) < batch:
+            sent_now = _enqueue([dict(r) for r in rows])
+            if sent_now:
+                _mark_sent(session, sent_now)
+        sent += len(sent_now)
+        if len(rows) < batch or not sent_now:
             if sent:
                 log.warning("Outbox relay of %s sent %d messages left unsent after commit.", service, sent)
             return sent

@@ -69,19 +69,14 @@ def _visible(session: Session, lead: Lead) -> bool:
     return g.user_id in (lead.created_by_id, lead.assigned_user_id) or session.get(User, g.user_id).is_admin
 
 
-def announce_again(session: Session, lead_id: int | None, user_id: int | None, *,
-                   via_relay: bool = False) -> tuple[Lead, User, str]:
+def announce_again(session: Session, lead_id: int | None, user_id: int | None) -> tuple[Lead, User, str]:
     """Publish `lead.created` for a stored lead assigned to a user (the first of each by default), to test
-    the notification path; raises LookupError naming what is missing. `via_relay` leaves the messages to
-    the outbox relay of the running system instead of sending them from this process."""
+    the notification path; raises LookupError naming what is missing."""
     lead, user = _by_id_or_first(session, Lead, lead_id), _by_id_or_first(session, User, user_id)
     for kind, wanted, found in (("lead", lead_id, lead), ("user", user_id, user)):
         if found is None:
             raise LookupError(f"{kind} {wanted} does not exist" if wanted is not None else f"there are no {kind}s yet")
     event_id = publish(session, lead_created(lead, user))
-    if via_relay:
-        # Unsent outbox rows are exactly what the relay sweeps; forgetting them here skips the after-commit send.
-        session.info.pop("outbox", None)
     return lead, user, event_id
 
 
