@@ -117,8 +117,9 @@ def run_demo(api: str, provider: str, timeout: float) -> None:
     click.echo(f"api      {provider} webhook answered {answer['status']}")
     wait_for("the order to be paid", lambda: call("GET", f"{api}/orders/{order['id']}",
                                                   token=buyer["token"])["status"] == "paid", timeout)
-    click.echo(f"api      order {order['id']} is paid; cart now holds "
-               f"{len(call('GET', f'{api}/cart', token=buyer['token'])['items'])} item(s)")
+    wait_for("the cart to be cleared", lambda: not call("GET", f"{api}/cart", token=buyer["token"])["items"],
+             timeout)
+    click.echo(f"api      order {order['id']} is paid; the buyer's cart was cleared")
     for entry in wait_for("billing's ledger", lambda: rows(
             "billing", "SELECT account, amount_minor, currency FROM ledger_entries WHERE order_id = :o",
             o=order["id"]), timeout):
