@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     smtp_timeout_s: float = 10.0
+    smtp_ca_file: str | None = None  # CA bundle to verify the server's STARTTLS certificate (default: system CAs)
     # The seed-000 mock provider (MARKET_MAIL_TRANSPORT=simulated)
     simulated_min_delay_ms: float = 20
     simulated_max_delay_ms: float = 80

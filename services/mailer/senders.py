@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import smtplib
+import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,21 +73,33 @@ class SmtpSender:
     """Delivers over one SMTP connection per batch, with STARTTLS and login when configured."""
 
     def __init__(self, host: str, port: int, *, mail_from: str, username: str | None = None,
-                 password: str | None = None, starttls: bool = False, timeout: float = 10.0):
+                 password: str | None = None, starttls: bool = False, timeout: float = 10.0,
+                 ca_file: str | None = None):
         self.host, self.port, self.timeout, self.mail_from = host, port, timeout, mail_from
         self.username, self.password, self.starttls = username, password, starttls
+        self.ca_file = ca_file
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def _connect(self) -> smtplib.SMTP:
+        """An open, secured and logged-in connection; any failure on the way means the provider is down
+        for us (a wrong password or certificate is fixed by an operator, not by retrying each email)."""
         try:
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         except (OSError, smtplib.SMTPException) as exc:
             raise ProviderDown(f"SMTP {self.host}:{self.port} unreachable: {exc}") from exc
-        outcomes: list[SendFailed | None] = []
-        with smtp:
+        try:
             if self.starttls:
-                smtp.starttls()
+                # Verify the server's certificate: the stdlib default for starttls() does not.
+                smtp.starttls(context=ssl.create_default_context(cafile=self.ca_file))
             if self.username:
                 smtp.login(self.username, self.password or "")
+        except (OSError, smtplib.SMTPException) as exc:
+            smtp.close()
+            raise ProviderDown(f"SMTP {self.host}:{self.port} refused the session: {exc}") from exc
+        return smtp
+
+    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+        outcomes: list[SendFailed | None] = []
+        with self._connect() as smtp:
             for message in messages:
                 try:
                     smtp.send_message(as_email(message, self.mail_from))
@@ -158,7 +171,8 @@ def sender_from(settings: Settings):
     if settings.mail_transport == "smtp":
         return SmtpSender(settings.smtp_host, settings.smtp_port, mail_from=settings.mail_from,
                           username=settings.smtp_username, password=settings.smtp_password,
-                          starttls=settings.smtp_starttls, timeout=settings.smtp_timeout_s)
+                          starttls=settings.smtp_starttls, timeout=settings.smtp_timeout_s,
+                          ca_file=settings.smtp_ca_file)
     if settings.mail_transport == "file":
         return FileSender(settings.mail_dir, settings.mail_from)
     if settings.mail_transport == "simulated":
