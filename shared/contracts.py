@@ -14,6 +14,21 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Minor = Annotated[int, Field(ge=0)]
 
 
+# ISO 4217 minor-unit exponents that are not 2.
+EXPONENTS = {c: 0 for c in ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND",
+                            "VUV", "XAF", "XOF", "XPF")} | {c: 3 for c in ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR",
+                                                                            "TND")}
+
+
+def money(minor: int, currency: str) -> str:
+    """'1999, USD' -> '19.99 USD', with the currency's own number of decimals."""
+    exponent = EXPONENTS.get(currency, 2)
+    if exponent == 0:
+        return f"{minor:,} {currency}"
+    whole, fraction = divmod(minor, 10**exponent)
+    return f"{whole:,}.{fraction:0{exponent}d} {currency}"
+
+
 class Event(BaseModel):
     """Base of every event; `name` is the wire name, `version` bumps only on a breaking change."""
 

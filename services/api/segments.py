@@ -6,13 +6,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.api.models import Order, User
+from shared.contracts import money
 
 SEGMENTS = ("buyers", "all_users")  # buyers: every user with a paid order
-
-# ISO 4217 minor-unit exponents that are not 2 (the mailer's templates know the same ones).
-_EXPONENTS = {c: 0 for c in ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND",
-                             "VUV", "XAF", "XOF", "XPF")} | {c: 3 for c in ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR",
-                                                                             "TND")}
 
 
 def recipients(session: Session, segment: str) -> list[dict]:
@@ -30,11 +26,3 @@ def recipients(session: Session, segment: str) -> list[dict]:
         users = users.where(User.id.in_(sa.select(Order.buyer_id).where(Order.status == "paid")))
     return [{"email": email, "name": name, "paid_amount": ", ".join(paid.get(user_id, []))}
             for user_id, email, name in session.execute(users)]
-
-
-def money(minor: int, currency: str) -> str:
-    exponent = _EXPONENTS.get(currency, 2)
-    if exponent == 0:
-        return f"{minor:,} {currency}"
-    whole, fraction = divmod(minor, 10**exponent)
-    return f"{whole:,}.{fraction:0{exponent}d} {currency}"

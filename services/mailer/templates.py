@@ -4,18 +4,7 @@ from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-# ISO 4217 minor-unit exponents that are not 2.
-EXPONENTS = {c: 0 for c in ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND",
-                            "VUV", "XAF", "XOF", "XPF")} | {c: 3 for c in ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR",
-                                                                            "TND")}
-
-
-def money(minor: int, currency: str) -> str:
-    exponent = EXPONENTS.get(currency, 2)
-    if exponent == 0:
-        return f"{minor:,} {currency}"
-    whole, fraction = divmod(minor, 10**exponent)
-    return f"{whole:,}.{fraction:0{exponent}d} {currency}"
+from shared.contracts import money
 
 
 @lru_cache(maxsize=1)

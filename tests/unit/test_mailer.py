@@ -13,8 +13,8 @@ from aiosmtpd.controller import Controller
 from services.mailer import handlers
 from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, SmtpSender, as_email
-from services.mailer.templates import money, render
-from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine
+from services.mailer.templates import render
+from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine, money
 from shared.db import transaction
 
 MAIL_FROM = "Marketplace <from@example.com>"
