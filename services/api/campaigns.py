@@ -12,8 +12,7 @@ from services.api import segments
 from services.api.campaign_status import FINAL, status_json
 from services.api.http import ApiError, authenticated
 from services.api.models import CampaignStatus, User
-from shared import placeholders
-from shared.contracts import PLACEHOLDERS, CampaignControlRequested, CampaignRequested
+from shared.contracts import PLACEHOLDERS, CampaignControlRequested, CampaignRequested, unknown_placeholders
 from shared.db import transaction
 from shared.outbox import publish
 from shared.settings import get_settings
@@ -104,7 +103,7 @@ def _parse() -> NewCampaign:
         if len(problems) > MAX_PROBLEMS:
             problems[MAX_PROBLEMS:] = [{"field": "", "problem": f"and {len(problems) - MAX_PROBLEMS} more"}]
         raise ApiError(400, "invalid campaign", problems) from None
-    found = {field: placeholders.unknown(getattr(campaign, field)) for field in ("subject", "body")}
+    found = {field: unknown_placeholders(getattr(campaign, field)) for field in ("subject", "body")}
     names = ", ".join(dict.fromkeys(name for names in found.values() for name in names))
     if names:
         known = ", ".join(f"#{name}" for name in PLACEHOLDERS)

@@ -19,7 +19,7 @@ from services.mailer.campaigns import ACTIVE, dispatch, lock, progressed
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
 from services.mailer.personalise import personalise
-from services.mailer.senders import Outgoing, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
 from shared.messaging import PermanentError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,11 @@ def send_message(session: Session, campaign_id: str, position: int, mail: Mail) 
         log.info("Campaign %s recipient %d skipped: no longer queued.", campaign_id, position)
         return Outcome()
     outcome = _send(campaign, [recipient], mail)
-    campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
+    # Lock the campaign before the recipient's row is written back: PostgreSQL checks the foreign key of a
+    # row this transaction already updated (the claim), taking a share lock on the campaign, and two
+    # messages each holding that share lock and asking for the row lock would deadlock.
+    with session.no_autoflush:
+        campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
     _tally(campaign, [recipient])
     if campaign.status == "queued":
         campaign.status = "sending"
@@ -110,7 +114,12 @@ def _send(campaign: Campaign, recipients: list[CampaignRecipient], mail: Mail) -
         else:
             r.status, r.error = "failed", "not a deliverable address"
     batch = PacedBatch([_outgoing(campaign, r) for r in ready], mail.pacer, time.monotonic() + mail.budget_s)
-    outcomes = send_guarded(mail.sender, batch)[:batch.taken] if ready else []
+    try:
+        outcomes = send_guarded(mail.sender, batch)[:batch.taken] if ready else []
+    except ProviderUnavailable as exc:
+        log.warning("Campaign %s: the mail provider is unavailable (%s); nothing is recorded, the work waits.",
+                    campaign.id, exc)
+        raise
     now, refused = datetime.now(UTC), []
     for r, failure in zip(ready, outcomes, strict=False):
         r.attempts += 1
@@ -121,6 +130,9 @@ def _send(campaign: Campaign, recipients: list[CampaignRecipient], mail: Mail) -
         else:
             r.error = failure.reason
             refused.append(failure.reason)
+    if len(outcomes) < len(ready):
+        log.info("Campaign %s: %d of %d recipients wait for the next message (rate limit, time budget or a "
+                 "dropped connection).", campaign.id, len(ready) - len(outcomes), len(ready))
     return Outcome(tuple(refused), len(ready) - len(outcomes))
 
 

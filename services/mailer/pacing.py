@@ -33,9 +33,8 @@ class Pacer:
         """Wait for a slot; False if none came before `deadline` (time.monotonic) or Redis cannot be asked."""
         while True:
             try:
-                with self.limiter.acquire(raise_on_failure=False) as acquired:
-                    if acquired:
-                        return True
+                if self._acquire_in_time():
+                    return True
             except redis.RedisError as exc:
                 log.warning("The mail rate limiter cannot reach Redis (%s); sending stops here for now.", exc)
                 return False
@@ -46,6 +45,19 @@ class Pacer:
             now_ms = time.time() * 1000
             wait_ms = self.bucket_ms - now_ms % self.bucket_ms + random.uniform(0, self.bucket_ms / 5)
             time.sleep(min(wait_ms / 1000, left))
+
+
+    def _acquire_in_time(self) -> bool:
+        # A slot counts only if it was granted within its bucket. Dramatiq's limiter names the bucket from
+        # the clock before it asks Redis; a grant that comes back after the bucket ended (a slow round trip,
+        # or the old bucket's key expired and was made anew) would send in the next bucket beside its own
+        # slot, so it is dropped and another slot is waited for.
+        bucket = self._bucket()
+        with self.limiter.acquire(raise_on_failure=False) as acquired:
+            return acquired and self._bucket() == bucket
+
+    def _bucket(self) -> int:
+        return int(time.time() * 1000) // self.bucket_ms
 
 
 class Unlimited:

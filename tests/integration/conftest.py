@@ -23,8 +23,8 @@ PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 REDIS = "redis://127.0.0.1:6379"
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = ["api.webhooks", "api.events", "billing.events", "mailer.events", "mailer.outbound", "media.events",
-          "reports.events"]
+QUEUES = ["api.webhooks", "api.events", "billing.events", "mailer.events", "mailer.outbound", "mailer.invoices",
+          "mailer.messages", "mailer.high_priority", "mailer.bulk_messages", "media.events", "reports.events"]
 
 
 def _reachable(host: str, port: int) -> bool:
