@@ -15,13 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
+from support import ROOT, clean_env, drop_databases, fresh_database_template
 
-ROOT = Path(__file__).resolve().parents[1]
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 BROKERS = {"amqp": "amqp://guest:guest@127.0.0.1:5672/%2F", "redis": "redis://127.0.0.1:6379/12"}
 
 
@@ -63,13 +60,13 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1000)
     args = parser.parse_args()
     low, high = (float(x) for x in args.delay.split("-"))
-    database = f"mkt_bench_{uuid.uuid4().hex[:8]}"
+    databases = fresh_database_template()
     data = tempfile.mkdtemp(prefix="market-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | {
-        "MARKET_DATABASE_URL": f"{PG}/{database}_{{service}}", "MARKET_BROKER_URL": BROKERS[args.broker],
+    env = clean_env(**{
+        "MARKET_DATABASE_URL": databases, "MARKET_BROKER_URL": BROKERS[args.broker],
         "MARKET_DATA_DIR": data, "MARKET_LOG_LEVEL": "WARNING", "MARKET_MAIL_TRANSPORT": "simulated",
         "MARKET_SIMULATED_MIN_DELAY_MS": str(low), "MARKET_SIMULATED_MAX_DELAY_MS": str(high),
-        "MARKET_SIMULATED_ERROR_RATE": str(args.errors), "MARKET_INVOICE_CHUNK_SIZE": str(args.chunk)}
+        "MARKET_SIMULATED_ERROR_RATE": str(args.errors), "MARKET_INVOICE_CHUNK_SIZE": str(args.chunk)})
     market = [sys.executable, "-m", "services"]
     clean_broker(args.broker)
     subprocess.run([*market, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
@@ -106,11 +103,7 @@ def main() -> None:
             os.killpg(worker.pid, signal.SIGTERM)
         for worker in workers.values():
             worker.wait()
-        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for name in conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                                     {"p": f"{database}_%"}).all():
-                conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        drop_databases(databases)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,11 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
-import sqlalchemy as sa
+from support import ROOT, clean_env, drop_databases, free_port, fresh_database_template
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_bench"
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def signed(event_id: str) -> tuple[bytes, dict]:
@@ -80,11 +72,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     args = parser.parse_args()
-    database = f"mkt_bench_{uuid.uuid4().hex[:8]}"
+    databases = fresh_database_template()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | {
-        "MARKET_DATABASE_URL": f"{PG}/{database}_{{service}}", "MARKET_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
-        "MARKET_STRIPE_WEBHOOK_SECRET": SECRET, "MARKET_DATA_DIR": tempfile.mkdtemp(), "MARKET_LOG_LEVEL": "WARNING"}
+    env = clean_env(**{
+        "MARKET_DATABASE_URL": databases, "MARKET_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "MARKET_STRIPE_WEBHOOK_SECRET": SECRET, "MARKET_DATA_DIR": tempfile.mkdtemp(), "MARKET_LOG_LEVEL": "WARNING"})
     market = [sys.executable, "-m", "services"]
     subprocess.run([*market, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
     server = subprocess.Popen([*market, "serve", "api", "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)],
@@ -107,11 +99,7 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
-        admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            for name in conn.scalars(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
-                                     {"p": f"{database}_%"}).all():
-                conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        drop_databases(databases)
 
 
 if __name__ == "__main__":
