@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from services.mailer.models import InvoiceChunk
-from services.mailer.senders import Outgoing, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
 from services.mailer.templates import environment
 from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent
 from shared.outbox import publish
@@ -32,7 +32,14 @@ def send_chunk(session: Session, event: InvoiceEmailsRequested, sender, storage:
     sent: dict[int, Outgoing] = {}
     failed: dict[int, str] = {}
     for attempt in range(MAX_ATTEMPTS):
-        outcomes = send_guarded(sender, list(pending.values()))
+        try:
+            outcomes = send_guarded(sender, list(pending.values()))
+        except ProviderUnavailable as exc:
+            if attempt == 0:
+                raise  # nothing sent yet: the whole chunk is deferred
+            # Keep what the first attempt sent; the rest is reported failed, for --retry-failed.
+            failed |= dict.fromkeys(pending, f"provider unavailable on attempt {attempt + 1}: {exc}")
+            break
         retry = {}
         for (invoice_id, message), failure in zip(pending.items(), outcomes, strict=True):
             if failure is None:

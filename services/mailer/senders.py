@@ -113,8 +113,22 @@ class SmtpSender:
                     break
                 except smtplib.SMTPException as exc:
                     outcomes.append(smtp_failure(exc))
-                    smtp.rset()
+                    if not _reset(smtp):  # e.g. 421: the server refused and closed the connection
+                        reason = SendFailed(f"connection closed by the server after: {exc}", permanent=False)
+                        outcomes += [reason] * (len(messages) - len(outcomes))
+                        break
         return outcomes
+
+
+def _reset(smtp: smtplib.SMTP) -> bool:
+    """Get the session ready for the next message; False when the server has gone."""
+    if smtp.sock is None:
+        return False
+    try:
+        smtp.rset()
+        return True
+    except (smtplib.SMTPException, OSError):
+        return False
 
 
 class FileSender:

@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 from werkzeug.test import Client  # noqa: E402
 
 from services import registry, runner  # noqa: E402
+from services.mailer.senders import breaker  # noqa: E402
 from shared.db import engine_for, kernel_metadata  # noqa: E402
 from shared.messaging import broker_for  # noqa: E402
 from shared.settings import SERVICES, get_settings  # noqa: E402
@@ -43,6 +44,7 @@ def system(workers) -> System:
             with engine.begin() as conn:
                 for table in reversed(metadata.sorted_tables):
                     conn.execute(table.delete())
+    breaker.cache_clear()  # every test starts with the provider's circuit closed
     settings = get_settings()
     for folder in (settings.mail_dir, settings.storage_dir):
         shutil.rmtree(folder, ignore_errors=True)

@@ -225,3 +225,26 @@ def test_a_message_no_longer_queued_is_not_sent_again(system, status):
     assert server.envelopes == []
     row = message_row(message_id)
     assert (row["status"], row["attempts"]) == (status, 0)
+
+
+def test_a_server_that_answers_421_mid_batch_keeps_the_messages_already_sent_as_sent():
+    """421 closes the connection: what went before is sent, what comes after is tried again later."""
+
+    class ClosesOnThird(Collector):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if address.startswith("r2@"):
+                return "421 4.7.0 too busy, closing connection"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    collector = ClosesOnThird()
+    controller = Controller(collector, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        sender = SmtpSender("127.0.0.1", controller.port, mail_from=MAIL_FROM, timeout=5)
+        outcomes = sender.send_many([Outgoing(f"m{i}", f"r{i}@example.com", "s", "t") for i in range(5)])
+    finally:
+        controller.stop()
+    assert outcomes[:2] == [None, None]
+    assert all(o is not None and not o.permanent for o in outcomes[2:])
+    assert [e.rcpt_tos for e in collector.envelopes] == [["r0@example.com"], ["r1@example.com"]]
