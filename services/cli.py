@@ -176,10 +176,8 @@ def create_admin(email: str, name: str) -> None:
         user_id, token = make_admin(email, name)
     except ValueError as exc:
         raise click.ClickException(f"cannot create an admin from --email {email!r} --name {name!r}: {exc}") from None
-    if token is None:
-        click.echo(f"User {user_id} <{email}> is now an admin; the token they have carries the admin rights.")
-        return
-    click.echo(f"Created admin {user_id} <{email}>.\ntoken: {token}\nKeep the token: it is shown only once.")
+    click.echo(f"Admin {user_id} <{email}> (any earlier token of this user no longer works).\n"
+               f"token: {token}\nKeep the token: it is shown only once.")
 
 
 @cli.command("test-lead")

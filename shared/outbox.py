@@ -40,7 +40,10 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
          delay_ms: int | None = None) -> None:
     """Write one message for `actor` on `service`'s broker; it leaves after commit, `delay_ms` later if given.
     (The relay, which only sends what a crash left behind, sends such a row without its delay.)"""
-    row = {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload}
+    # created_at is when the row is written, not when its transaction began (PostgreSQL's now()),
+    # so the relay does not take a long transaction's fresh rows for leftovers.
+    row = {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload,
+           "created_at": datetime.now(UTC)}
     session.execute(outbox.insert().values(**row))
     session.info.setdefault("outbox", []).append(row | {"delay_ms": delay_ms})
 
@@ -76,10 +79,15 @@ def _enqueue(rows: list[dict]) -> list[dict]:
         broker = broker_for(row["service"])
         if not reaches_workers(broker):
             continue
-        if row["queue"] not in broker.queues:
-            broker.declare_queue(row["queue"])
-        broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
-                               kwargs={}, options={}, message_id=row["id"]), delay=row.get("delay_ms"))
+        try:
+            if row["queue"] not in broker.queues:
+                broker.declare_queue(row["queue"])
+            broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
+                                   kwargs={}, options={}, message_id=row["id"]), delay=row.get("delay_ms"))
+        except Exception:  # one unreachable broker must not hold back the others' messages
+            log.exception("Could not send outbox message %s to %s; the relay tries again.", row["id"],
+                          row["service"])
+            continue
         sent.append(row)
     return sent
 

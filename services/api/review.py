@@ -71,17 +71,17 @@ def notify(session: Session, user_id: int, kind: str, title: str, body: str, dat
     session.add(Notification(user_id=user_id, kind=kind, title=title[:300], body=body, data=data))
 
 
-def create_admin(email: str, name: str) -> tuple[int, str | None]:
-    """Create an admin with a new token, or make an existing user an admin (their token is kept);
-    returns the user id and the new token, None when the user already had one. Raises ValueError
-    for an invalid email or name."""
+def create_admin(email: str, name: str) -> tuple[int, str]:
+    """Create an admin, or make an existing user one, with a new token: returns the user id and the token.
+    Promoting replaces the user's token, so whoever registered that email before cannot act as the admin
+    with the token they held. Raises ValueError for an invalid email or name."""
     valid = NewUser(email=email.strip(), name=name.strip())
+    token, token_hash = new_token()
     with transaction("api") as session:
         user = session.scalars(select(User).where(User.email == valid.email.lower()).with_for_update()).first()
         if user is not None:
-            user.is_admin = True
-            return user.id, None
-        token, token_hash = new_token()
+            user.is_admin, user.token_hash = True, token_hash
+            return user.id, token
         user = User(email=valid.email.lower(), name=valid.name, token_hash=token_hash, is_admin=True)
         session.add(user)
         session.flush()

@@ -67,6 +67,11 @@ class System:
             self.admin_token = create_admin(f"admin{time.monotonic_ns()}@example.com", "Admin")[1]
         return self.admin_token
 
+    def campaigner(self) -> dict:
+        """A fresh admin (only admins may send campaigns): {"id", "token"}."""
+        user_id, token = create_admin(f"sender{time.monotonic_ns()}@example.com", "Sender")
+        return {"id": user_id, "token": token}
+
     def approve(self, product_id: int) -> dict:
         """Approve a product as an admin (one is made on first use) and let the seller be notified;
         returns the product."""

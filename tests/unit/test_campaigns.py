@@ -94,7 +94,7 @@ def people(count: int, **changes) -> list[dict]:
 
 
 def start(system, recipients=None, token=None, **fields) -> dict:
-    token = token or system.user(f"owner{time.monotonic_ns()}")["token"]
+    token = token or system.campaigner()["token"]
     response = system.call("POST", "/campaigns", TEMPLATE | {"recipients": recipients} | fields, token)
     assert response.status_code == 202, response.json
     return response.json | {"token": token}
@@ -130,7 +130,7 @@ def recipient_rows(system, campaign: dict) -> list[dict]:
 
 @pytest.mark.parametrize(("field", "text"), [("body", "Dear #name, #foo is due"), ("subject", "#foo for #name")])
 def test_an_unknown_placeholder_is_refused_at_creation_with_400_naming_it(system, field, text):
-    owner = system.user("owner")
+    owner = system.campaigner()
     response = system.call("POST", "/campaigns", TEMPLATE | {field: text, "recipients": people(1)}, owner["token"])
 
     assert response.status_code == 400 and "#foo" in response.json["error"]
@@ -147,7 +147,7 @@ def test_an_unknown_placeholder_is_refused_at_creation_with_400_naming_it(system
     ({"segment": "everyone", "recipients": None}, "segment"),
 ])
 def test_a_campaign_without_a_valid_audience_or_template_is_refused_with_400(system, change, field):
-    owner = system.user("owner")
+    owner = system.campaigner()
     response = system.call("POST", "/campaigns", TEMPLATE | {"recipients": people(1)} | change, owner["token"])
 
     assert response.status_code == 400, response.json
@@ -155,7 +155,7 @@ def test_a_campaign_without_a_valid_audience_or_template_is_refused_with_400(sys
 
 
 def test_a_list_of_many_bad_addresses_is_answered_with_the_first_few_problems(system):
-    owner = system.user("owner")
+    owner = system.campaigner()
     response = system.call("POST", "/campaigns", TEMPLATE | {"recipients": [{"email": f"bad{i}"} for i in range(50)]},
                            owner["token"])
 
@@ -166,7 +166,7 @@ def test_a_list_of_many_bad_addresses_is_answered_with_the_first_few_problems(sy
 
 def test_more_recipients_than_the_maximum_are_refused_with_400(system, monkeypatch):
     monkeypatch.setattr(campaigns, "MAX_RECIPIENTS", 5)
-    owner = system.user("owner")
+    owner = system.campaigner()
     response = system.call("POST", "/campaigns", TEMPLATE | {"recipients": people(6)}, owner["token"])
 
     assert response.status_code == 400 and "at most 5 recipients" in response.json["error"]
@@ -469,11 +469,13 @@ def test_a_segment_is_resolved_by_the_api_into_its_users_with_what_they_paid(sys
     assert mails[(everyone["id"], seller["email"])] == (f"Thanks {seller['name']}", "You paid .")
 
 
-def test_only_an_admin_can_send_to_a_segment(system):
-    owner = system.user("owner")
-    response = system.call("POST", "/campaigns", TEMPLATE | {"segment": "all_users"}, owner["token"])
+@pytest.mark.parametrize("audience", [{"segment": "all_users"}, {"recipients": [{"email": "x@example.com"}]}])
+def test_only_an_admin_can_send_a_campaign(system, audience):
+    member = system.user("member")
+    response = system.call("POST", "/campaigns", TEMPLATE | audience, member["token"])
 
-    assert response.status_code == 403
+    assert response.status_code == 403 and response.json == {"error": "only an admin can send campaigns"}
+    assert system.rows("api", "SELECT * FROM campaign_statuses") == []
 
 
 # --- the api's read model --------------------------------------------------------------------------------

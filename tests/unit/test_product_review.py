@@ -273,14 +273,16 @@ def test_market_create_admin_prints_a_token_once_that_can_review_products(system
         {"email": "root@example.com", "is_admin": 1}]
 
 
-def test_market_create_admin_makes_an_existing_user_an_admin_who_keeps_their_token(system):
+def test_market_create_admin_promotes_an_existing_user_with_a_new_token_and_the_old_one_stops_working(system):
     seller, reviewer = system.user("seller"), system.user("reviewer")
     product = pending_product(system, seller)
     assert review(system, product["id"], "approve", reviewer["token"]).status_code == 403
 
     result = create_admin("--email", "reviewer@example.com", "--name", "Reviewer")
-    assert result.exit_code == 0 and "is now an admin" in result.output and "token:" not in result.output
-    assert review(system, product["id"], "approve", reviewer["token"]).status_code == 200
+    assert result.exit_code == 0 and f"Admin {reviewer['id']} <reviewer@example.com>" in result.output
+    new_token = re.search(r"^token: (\S+)$", result.output, re.MULTILINE).group(1)
+    assert review(system, product["id"], "approve", reviewer["token"]).status_code == 401
+    assert review(system, product["id"], "approve", new_token).status_code == 200
     system.drain()
 
 
