@@ -52,7 +52,8 @@ def serve(app: str, bind: str | None, workers: int | None) -> None:
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
     args = ["gunicorn", "--bind", bind, "--workers", str(workers or settings.web_workers),
-            "--graceful-timeout", "20", "--access-logfile", "-", f"{registry.WEB_APPS[app]}()"]
+            # No access log: paths carry the M-Pesa callback secret and signed download tokens.
+            "--graceful-timeout", "20", f"{registry.WEB_APPS[app]}()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 

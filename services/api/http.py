@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from flask import Flask, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from services.api.models import User
@@ -26,6 +27,12 @@ def register_errors(app: Flask) -> None:
     def api_error(exc: ApiError):
         body = {"error": exc.message} | ({"details": exc.details} if exc.details else {})
         return jsonify(body), exc.status
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(OverflowError)
+    def out_of_range(exc: Exception):
+        # An id or amount too large for its column reaches the database before any other check.
+        return jsonify({"error": "a number in the request is out of range"}), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

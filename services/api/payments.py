@@ -60,7 +60,7 @@ def verify_stripe(body: bytes, header: str | None, secret: str, tolerance: int, 
     if abs(now - timestamp) > tolerance:
         raise WebhookRejected("Stripe-Signature timestamp outside the tolerance window")
     expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, sig) for sig in signatures):
+    if not any(hmac.compare_digest(expected.encode(), sig.encode()) for sig in signatures):
         raise WebhookRejected("no valid v1 signature in Stripe-Signature")
     event = _json_object(body)
     if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
@@ -164,7 +164,7 @@ PAYMENT_READERS = {"stripe": stripe_payment, "paytm": paytm_payment, "mpesa": mp
 
 def _json_object(body: bytes) -> dict:
     try:
-        value = json.loads(body)
+        value = json.loads(body.decode("utf-8"))  # providers send UTF-8; anything else is refused
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookRejected(f"body is not JSON: {exc}") from exc
     if not isinstance(value, dict):

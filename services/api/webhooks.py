@@ -65,7 +65,8 @@ def _verified(verify) -> Received:
     try:
         return verify()
     except WebhookRejected as exc:
-        log.warning("Rejected a %s webhook: %s.", request.path, exc)
+        # The rule, not the path: the M-Pesa path holds the callback secret.
+        log.warning("Rejected a %s webhook: %s.", request.url_rule.rule, exc)
         raise ApiError(400, str(exc)) from None
 
 
