@@ -42,9 +42,12 @@ def deliver_message(payload: dict) -> None:
     settings = get_settings()
     try:
         with transaction(SERVICE) as session:
-            handlers.deliver(session, payload["message_id"], sender_from(settings))
+            refused_for_now = handlers.deliver(session, payload["message_id"], sender_from(settings))
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
+        return
+    if refused_for_now:  # raised after the commit, so the attempt and its reason are kept
+        raise handlers.SendRetryable(refused_for_now)
 
 
 @actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)

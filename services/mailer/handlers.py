@@ -38,13 +38,14 @@ class SendRetryable(Exception):
     """The provider answered with a temporary refusal; the actor retries with backoff."""
 
 
-def deliver(session: Session, message_id: str, sender) -> None:
-    """Send a stored message unless it was sent already; a refused address fails it for good."""
+def deliver(session: Session, message_id: str, sender) -> str | None:
+    """Send a stored message unless it was sent already; a refused address fails it for good.
+    Returns the reason of a temporary refusal, recorded with the attempt, for the caller to retry."""
     message = session.get(OutboundMessage, message_id, with_for_update=True)
     if message is None:
         raise PermanentError(f"outbound message {message_id} does not exist")
     if message.status != "queued":
-        return
+        return None
     [failure] = send_guarded(sender, [outgoing(message)])
     message.attempts += 1
     if failure is None:
@@ -52,7 +53,9 @@ def deliver(session: Session, message_id: str, sender) -> None:
     elif failure.permanent:
         message.status, message.error = "failed", failure.reason
     else:
-        raise SendRetryable(failure.reason)
+        message.error = failure.reason
+        return failure.reason
+    return None
 
 
 def outgoing(message: OutboundMessage) -> Outgoing:
