@@ -83,6 +83,8 @@ def upload_file(product_id: int):
         if product.seller_id != g.user_id:
             raise ApiError(403, "only the product's seller can upload its file")
         LocalStorage(get_settings().storage_dir).put(key, data)
+        if product.status == "approved" and product.file_key != key:
+            product.status = "pending"  # what buyers download was reviewed: a new file is reviewed again
         product.file_key = key
         publish(session, ProductFileUploaded(
             product_id=product_id, storage_key=key, filename=upload.filename[:200],

@@ -77,7 +77,8 @@ def on_campaign_control_requested(session: Session, event: CampaignControlReques
     if campaign is None:
         raise CampaignNotStored(f"campaign {event.campaign_id} is not stored (yet)")
     at = _utc(datetime.fromisoformat(requested_at))
-    if campaign.controlled_at and at < _utc(campaign.controlled_at):
+    # Cancel always wins; otherwise the later request does.
+    if event.action != "cancel" and campaign.controlled_at and at < _utc(campaign.controlled_at):
         log.info("Campaign %s: %s requested at %s is older than the last request handled; ignored.",
                  campaign.id, event.action, requested_at)
         return
@@ -85,8 +86,11 @@ def on_campaign_control_requested(session: Session, event: CampaignControlReques
     if event.action == "pause" and before in ACTIVE:
         campaign.status = "paused"  # the chunk or message being sent finishes; nothing after it starts
     elif event.action == "resume" and before == "paused":
-        campaign.status = "sending"
-        dispatch(session, campaign)
+        if campaign.sent + campaign.failed >= campaign.total:  # the last sends finished during the pause
+            campaign.status, campaign.finished_at = "completed", datetime.now(UTC)
+        else:
+            campaign.status = "sending"
+            dispatch(session, campaign)
     elif event.action == "cancel" and before in (*ACTIVE, "paused"):
         campaign.status, campaign.finished_at = "cancelled", datetime.now(UTC)
         _cancel_queued(session, campaign.id)

@@ -247,3 +247,12 @@ def test_the_sellers_upload_is_stored_and_media_records_it_with_its_sha256(syste
         product["id"], digest, len(data), "field-guide.pdf")
     assert row["content_type"] == "application/pdf"
     assert LocalStorage(get_settings().storage_dir).path(row["storage_key"]).read_bytes() == data
+
+
+def test_a_new_file_for_an_approved_product_sends_it_back_to_review(system):
+    seller = system.user("seller")
+    product = new_product(system, seller)  # approved
+    assert upload(system, product["id"], seller["token"], b"v1").status_code == 200
+    product = system.call("GET", "/products?mine=true", token=seller["token"]).json["products"][0]
+    assert product["status"] == "pending"
+    assert system.call("GET", "/products").json["products"] == []

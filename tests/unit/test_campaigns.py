@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from dramatiq import Message
 from dramatiq.rate_limits.backends import StubBackend
 
@@ -571,3 +572,34 @@ def test_a_slot_granted_only_after_its_bucket_ended_is_not_used():
 
     assert pacer.take(time.monotonic() + 5) is True
     assert backend.asked >= 2
+
+
+def test_resuming_a_campaign_whose_last_sends_finished_during_the_pause_completes_it(system, provider):
+    campaign = start(system, people(3))
+    system.drain()
+    # As when a pause lands while the last messages are out: they are tallied, the campaign stays paused.
+    with transaction("mailer") as session:
+        session.execute(sa.text("UPDATE campaigns SET status = 'paused', finished_at = NULL"))
+
+    with transaction("mailer") as session:
+        mailer_campaigns.on_campaign_control_requested(session, control(campaign["id"], "resume"), now())
+    system.drain()
+
+    assert system.rows("mailer", "SELECT status, sent FROM campaigns") == [{"status": "completed", "sent": 3}]
+    assert len(provider.delivered()) == 3
+
+
+def test_a_cancel_wins_even_when_it_was_requested_before_the_last_resume(system, provider):
+    campaign_id = str(uuid.uuid4())
+    requested = CampaignRequested(campaign_id=campaign_id, title="t", subject="Hi", body="b", recipients=people(3))
+    routing = mailer_campaigns.Routing(100, 50, LocalStorage(get_settings().storage_dir))
+    cancel_at = now()
+    with transaction("mailer") as session:
+        mailer_campaigns.on_campaign_requested(session, requested, routing)
+        mailer_campaigns.on_campaign_control_requested(session, control(campaign_id, "pause"), now())
+        mailer_campaigns.on_campaign_control_requested(session, control(campaign_id, "resume"), now())
+        mailer_campaigns.on_campaign_control_requested(session, control(campaign_id, "cancel"), cancel_at)
+    system.drain()
+
+    assert system.rows("mailer", "SELECT status FROM campaigns") == [{"status": "cancelled"}]
+    assert provider.delivered() == []
