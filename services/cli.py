@@ -208,7 +208,17 @@ def _ids(ids: tuple[str, ...]) -> list[int]:
 
 
 def main() -> None:
-    cli(prog_name="market")
+    try:
+        cli(prog_name="market", standalone_mode=False)
+    except click.exceptions.Abort:
+        raise SystemExit(1) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
+        click.echo(f"Error: the database is not ready ({str(exc.orig).strip().splitlines()[0]}). "
+                   "Is it running, and has `market migrate` been run?", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -119,13 +119,14 @@ def reaches_workers(broker: dramatiq.Broker) -> bool:
 
 def add_worker_duties(service: str) -> None:
     """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
-    from shared.outbox import relay
+    from shared.outbox import purge, relay
 
     settings = get_settings()
     broker = broker_for(service)
     broker.consumed_here = True
     broker.add_middleware(Periodic(f"{service}-outbox-relay", settings.outbox_relay_interval_s,
                                    lambda: relay(service)))
+    broker.add_middleware(Periodic(f"{service}-outbox-purge", 3600, lambda: purge(service)))
     if isinstance(broker, MaintainedRedisBroker):
         broker.add_middleware(Periodic(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s,
                                        broker.maintain))

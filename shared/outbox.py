@@ -117,6 +117,17 @@ def relay(service: str, older_than_s: float | None = None, batch: int = 500) -> 
             return sent
 
 
+def purge(service: str) -> tuple[int, int]:
+    """Delete sent outbox rows and old inbox rows past their keeping time; returns how many of each."""
+    settings, now = get_settings(), datetime.now(UTC)
+    with transaction(service) as session:
+        sent = session.execute(outbox.delete().where(
+            outbox.c.sent_at < now - timedelta(hours=settings.outbox_keep_hours))).rowcount
+        handled = session.execute(inbox.delete().where(
+            inbox.c.handled_at < now - timedelta(days=settings.inbox_keep_days))).rowcount
+    return sent, handled
+
+
 def consume(service: str, consumer: str, raw: dict, event_type: type[E],
             handler: Callable[[Session, E], None]) -> bool:
     """Run `handler` once per event id for `consumer`; returns False for a duplicate delivery."""

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     redis_maintenance_interval_s: float = 2.0
     outbox_relay_interval_s: float = 2.0
     outbox_relay_after_s: float = 5.0
+    outbox_keep_hours: float = 24  # sent outbox rows are deleted after this
+    inbox_keep_days: float = 14  # the window in which a redelivered event is recognised
     worker_processes: int = 1
     worker_threads: int = 8
     worker_shutdown_timeout_ms: int = 25_000

@@ -3,15 +3,16 @@
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from dramatiq import Message
 
 from services.cli import cli
 from shared import outbox as outbox_module
 from shared.contracts import PurchaseCompleted, PurchaseLine, envelope
-from shared.db import transaction
+from shared.db import outbox, transaction
 from shared.messaging import broker_for
-from shared.outbox import consume, publish, relay
+from shared.outbox import consume, publish, purge, relay
 
 
 def purchase(order_id: int = 1) -> PurchaseCompleted:
@@ -118,3 +119,21 @@ def test_an_invalid_payload_fails_at_once_into_the_failed_jobs_store_and_the_cli
     assert system.rows("billing", "SELECT * FROM failed_jobs") == []
 
 
+
+
+def test_purging_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_keeping_time(system):
+    with transaction("api") as session:
+        publish(session, purchase())
+    system.drain()
+    with transaction("billing") as session:
+        session.execute(sa.text("UPDATE inbox SET handled_at = '2000-01-01 00:00:00'"))
+    with transaction("api") as session:
+        session.execute(sa.text("UPDATE outbox SET sent_at = '2000-01-01 00:00:00' WHERE actor LIKE 'billing.%'"))
+        session.execute(outbox.insert().values(id="left-unsent", service="api", queue="api.events",
+                                               actor="api.nothing", payload={}))  # never sent: kept
+
+    assert purge("api") == (1, 0)
+    assert purge("billing")[1] == 1
+    assert [r["actor"] for r in system.rows("api", "SELECT actor FROM outbox ORDER BY actor")] == [
+        "api.nothing", "api.on_purchase_completed", "mailer.on_purchase_completed", "media.on_purchase_completed",
+        "reports.on_purchase_completed"]
