@@ -3,18 +3,12 @@
 from functools import partial
 
 from services.media import handlers
-from services.media.links import LinkSigner
+from services.media.links import signer
 from shared.contracts import ProductFileUploaded, PurchaseCompleted
 from shared.messaging import actor
 from shared.outbox import consume
-from shared.settings import get_settings
 
 SERVICE = "media"
-
-
-def signer() -> LinkSigner:
-    s = get_settings()
-    return LinkSigner(s.media_signing_secret, s.downloads_url, s.download_link_ttl_s)
 
 
 @actor(SERVICE, "media.on_purchase_completed", queue="media.events", time_limit_s=120)

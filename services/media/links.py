@@ -2,6 +2,8 @@
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from shared.settings import get_settings
+
 
 class LinkInvalid(Exception):
     pass
@@ -27,3 +29,9 @@ class LinkSigner:
             raise LinkExpired("this download link has expired") from None
         except BadSignature:
             raise LinkInvalid("this download link is not valid") from None
+
+
+def signer() -> LinkSigner:
+    """The signer configured for this process (secret, public base URL, lifetime)."""
+    settings = get_settings()
+    return LinkSigner(settings.media_signing_secret, settings.downloads_url, settings.download_link_ttl_s)

@@ -6,8 +6,7 @@ from flask import Flask, jsonify, send_file
 from sqlalchemy import text, update
 from werkzeug.exceptions import HTTPException
 
-from services.media.actors import signer
-from services.media.links import LinkExpired, LinkInvalid
+from services.media.links import LinkExpired, LinkInvalid, signer
 from services.media.models import DownloadGrant, ProductFile
 from shared import observability
 from shared.db import transaction
