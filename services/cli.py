@@ -169,7 +169,7 @@ def subscriptions() -> None:
 @click.option("--name", required=True)
 def create_admin(email: str, name: str) -> None:
     """Create an admin, who approves and rejects products, or make an existing user one."""
-    from services.api.review import create_admin as make_admin
+    from services.api.users import create_admin as make_admin
     from shared.db import migrate as migrate_service
 
     migrate_service("api", registry.metadata("api"))

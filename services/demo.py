@@ -14,7 +14,7 @@ import click
 import sqlalchemy as sa
 
 from services.api.payments import paytm_sign
-from services.api.review import create_admin
+from services.api.users import create_admin
 from shared.db import transaction
 from shared.settings import get_settings
 

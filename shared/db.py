@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -109,3 +110,10 @@ def _create_database(url) -> None:
                 conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
     finally:
         admin.dispose()
+
+
+def insert_ignore(session: Session, table: sa.Table, **values) -> bool:
+    """Insert a row unless one with the same key exists (even one a concurrent transaction is inserting);
+    returns whether this call inserted it."""
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}[session.get_bind().dialect.name]
+    return session.execute(dialect.insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1

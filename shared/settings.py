@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:8000"
     media_bind: str = "127.0.0.1:8001"
     web_workers: int = 2
+    token_ttl_hours: float = 30 * 24  # a bearer token works this long; signing in again gives a new one
+    # Rate limits (https://limits.readthedocs.io notation), per client address, or per token for leads;
+    # shared by every api process through RATE_LIMIT_REDIS_URL when it is set.
+    rate_limit_register: str = "10/minute;100/hour"
+    rate_limit_sign_in: str = "10/minute;50/hour"
+    rate_limit_leads: str = "20/minute;200/hour"
 
     sentry_dsn: str | None = None
     log_level: str = "INFO"

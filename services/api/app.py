@@ -4,17 +4,17 @@ from flask import Flask
 from sqlalchemy import text
 
 from services.api import campaigns, catalog, leads, notifications, orders, review, users, webhooks
-from services.api.http import register_errors
+from services.api.http import init_limiter, register_errors
 from shared import observability
 from shared.db import transaction
+from shared.web import harden
 
 
 def create_app() -> Flask:
     observability.setup("api")
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 200 * 1024 * 1024
-    app.json.sort_keys = False
+    app = harden(Flask(__name__))
     register_errors(app)
+    init_limiter(app)
     for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp, leads.bp, review.bp, notifications.bp,
                       campaigns.bp):
         app.register_blueprint(blueprint)

@@ -3,10 +3,10 @@
 import hashlib
 
 from flask import Blueprint, g, request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 
-from services.api.http import ApiError, authenticated, parse
+from services.api.http import ApiError, Body, authenticated, is_admin, optional_user, page, paged, parse
 from services.api.models import Product
 from shared.contracts import Currency, ProductFileUploaded
 from shared.db import transaction
@@ -17,7 +17,7 @@ from shared.storage import LocalStorage
 bp = Blueprint("catalog", __name__)
 
 
-class NewProduct(BaseModel):
+class NewProduct(Body):
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=10_000)
     price_minor: int = Field(gt=0, le=10**12)
@@ -43,27 +43,28 @@ def create_product():
 
 @bp.get("/products")
 def list_products():
-    """The approved catalog; `?mine=true` (authenticated) is the seller's own products, whatever their status."""
-    if request.args.get("mine", "").lower() == "true":
-        return _my_products()
-    return _products(Product.status == "approved")
-
-
-@authenticated
-def _my_products():
-    return _products(Product.seller_id == g.user_id)
-
-
-def _products(condition) -> dict:
+    """The approved catalog, a page at a time; `?mine=true` (authenticated) is the seller's own products,
+    whatever their status."""
+    limit, offset = page()
+    mine = request.args.get("mine", "").lower() == "true"
+    user_id = optional_user()
+    if mine and user_id is None:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>): ?mine=true lists your products")
+    condition = Product.seller_id == user_id if mine else Product.status == "approved"
     with transaction("api") as session:
-        found = session.scalars(select(Product).where(condition).order_by(Product.id))
-        return {"products": [product_json(p) for p in found]}
+        found, next_offset = paged(session, select(Product).where(condition).order_by(Product.id), limit, offset)
+        return {"products": [product_json(p) for p in found], "next_offset": next_offset}
 
 
 @bp.get("/products/<int:product_id>")
 def get_product(product_id: int):
+    """An approved product to anyone; a pending or rejected one only to its seller and admins."""
+    user_id = optional_user()
     with transaction("api") as session:
-        return product_json(_product(session, product_id))
+        product = _product(session, product_id)
+        if product.status != "approved" and product.seller_id != user_id and not is_admin(session, user_id):
+            raise ApiError(404, f"product {product_id} does not exist")
+        return product_json(product)
 
 
 @bp.put("/products/<int:product_id>/file")

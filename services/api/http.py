@@ -1,25 +1,38 @@
-"""JSON errors, request validation and token auth shared by the api's blueprints."""
+"""JSON errors, strict request parsing, tokens, rate limits and pages, shared by the api's blueprints."""
 
 import hashlib
 import secrets
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import TypeVar
 
-from flask import Flask, g, jsonify, request
-from pydantic import BaseModel, ValidationError
+import sqlalchemy as sa
+from flask import Flask, current_app, g, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.exc import DataError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.orm import Session
 
-from services.api.models import User
+from services.api.models import ApiToken, User
 from shared.db import transaction
+from shared.settings import get_settings
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_PAGE = 200
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, details: list | None = None):
         super().__init__(message)
         self.status, self.message, self.details = status, message, details
+
+
+class Body(BaseModel):
+    """A request body: exact types (no "1999" for 1999, no true for 1) and no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
 
 
 def register_errors(app: Flask) -> None:
@@ -34,45 +47,139 @@ def register_errors(app: Flask) -> None:
         # An id or amount too large for its column reaches the database before any other check.
         return jsonify({"error": "a number in the request is out of range"}), 400
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return jsonify({"error": exc.description or exc.name}), exc.code
 
-
-def parse(model: type[M]) -> M:
-    """The JSON body validated against `model`, or a 400 naming each bad field."""
-    body = request.get_json(silent=True)
+def json_object() -> dict:
+    """The request body as a JSON object, or a 4xx saying what is wrong with it."""
+    if not request.is_json:
+        raise ApiError(415, "send a JSON object with Content-Type: application/json")
+    try:
+        body = current_app.json.loads(request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+def parse(model: type[M], body: dict | None = None) -> M:
+    """The JSON body validated against `model`, or a 400 naming each bad field."""
     try:
-        return model.model_validate(body)
+        return model.model_validate(json_object() if body is None else body)
     except ValidationError as exc:
-        details = [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()]
-        raise ApiError(400, "invalid request body", details) from None
+        raise ApiError(400, "invalid request body", problems(exc)) from None
 
 
-def new_token() -> tuple[str, str]:
-    token = secrets.token_urlsafe(32)
-    return token, hash_token(token)
+def problems(exc: ValidationError, limit: int = 20) -> list[dict]:
+    """Each validation error as {"field", "problem"}; a long list is cut after `limit`."""
+    found = [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+    if len(found) > limit:
+        found[limit:] = [{"field": "", "problem": f"and {len(found) - limit} more"}]
+    return found
 
+
+# --- tokens -------------------------------------------------------------------------------
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def issue_token(session: Session, user_id: int) -> dict:
+    """A new bearer token for the user (shown once; only its hash is stored) and when it expires."""
+    token = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + timedelta(hours=get_settings().token_ttl_hours)
+    session.add(ApiToken(user_id=user_id, token_hash=hash_token(token), expires_at=expires_at))
+    return {"token": token, "token_expires_at": expires_at.isoformat()}
+
+
+def _bearer() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _user_of(token: str) -> int | None:
+    with transaction("api") as session:
+        return session.scalar(sa.select(ApiToken.user_id).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None),
+            ApiToken.expires_at > datetime.now(UTC)))
+
+
 def authenticated(view):
-    """Require `Authorization: Bearer <token>`; sets g.user_id."""
+    """Require `Authorization: Bearer <token>` of a live token; sets g.user_id."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = _bearer()
+        if token is None:
             raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
-        with transaction("api") as session:
-            user_id = session.query(User.id).filter_by(token_hash=hash_token(token)).scalar()
-        if user_id is None:
-            raise ApiError(401, "unknown token")
-        g.user_id = user_id
+        g.user_id = _user_of(token)
+        if g.user_id is None:
+            raise ApiError(401, "unknown, expired or revoked token: sign in again (POST /tokens)")
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def optional_user() -> int | None:
+    """The caller's user id when a live token is sent, else None (anonymous); a bad token is still a 401."""
+    token = _bearer()
+    if token is None:
+        return None
+    user_id = _user_of(token)
+    if user_id is None:
+        raise ApiError(401, "unknown, expired or revoked token: sign in again (POST /tokens)")
+    return user_id
+
+
+def revoke(token_hash: str) -> None:
+    with transaction("api") as session:
+        session.execute(sa.update(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+                        .values(revoked_at=datetime.now(UTC)))
+
+
+def current_token_hash() -> str:
+    return hash_token(_bearer() or "")
+
+
+def is_admin(session: Session, user_id: int | None) -> bool:
+    return user_id is not None and bool(session.scalar(sa.select(User.is_admin).where(User.id == user_id)))
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+def _token_or_address() -> str:
+    token = _bearer()
+    return f"token:{hash_token(token)}" if token else get_remote_address()
+
+
+limiter = Limiter(get_remote_address, headers_enabled=True, swallow_errors=True, in_memory_fallback_enabled=True)
+
+
+def rate_limited(setting: str, per_token: bool = False):
+    """Limit a view by the setting `rate_limit_<setting>`, per client address (or per token)."""
+    return limiter.limit(lambda: getattr(get_settings(), f"rate_limit_{setting}"),
+                         key_func=_token_or_address if per_token else None,
+                         error_message=f"too many {setting.replace('_', ' ')} requests; try again later")
+
+
+def init_limiter(app: Flask) -> None:
+    app.config["RATELIMIT_STORAGE_URI"] = get_settings().rate_limit_redis_url or "memory://"
+    limiter.init_app(app)
+
+
+# --- pages --------------------------------------------------------------------------------
+
+def page() -> tuple[int, int]:
+    """`?limit=` (1-200, default 50) and `?offset=` (0 or more) of a list, or a 400."""
+    try:
+        limit, offset = int(request.args.get("limit", 50)), int(request.args.get("offset", 0))
+    except ValueError:
+        raise ApiError(400, "limit and offset must be whole numbers") from None
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= 10**9:
+        raise ApiError(400, f"limit must be between 1 and {MAX_PAGE}, offset 0 or more")
+    return limit, offset
+
+
+def paged(session: Session, query, limit: int, offset: int) -> tuple[list, int | None]:
+    """One page of `query` and the offset of the next page (None on the last)."""
+    rows = list(session.scalars(query.limit(limit + 1).offset(offset)))
+    return rows[:limit], (offset + limit if len(rows) > limit else None)

@@ -3,12 +3,12 @@
 from typing import Annotated
 
 from flask import Blueprint, g
-from pydantic import BaseModel, EmailStr, Field, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.http import ApiError, authenticated, parse
-from services.api.models import Lead, User
+from services.api.http import ApiError, Body, authenticated, is_admin, parse, rate_limited
+from services.api.models import Lead, Product, User
 from shared.contracts import LeadCreated
 from shared.db import transaction
 from shared.outbox import publish
@@ -18,17 +18,25 @@ bp = Blueprint("leads", __name__)
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 ().-]{3,30}$")]
 
 
-class NewLead(BaseModel):
+class NewLead(Body):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     email: EmailStr
     phone: Phone | None = None
     source: str = Field(default="", max_length=64)
-    assigned_user_id: int
+    product_id: int | None = None  # an enquiry about a product goes to its seller
+    assigned_user_id: int | None = None  # admins only: assign to any user
+
+    @model_validator(mode="after")
+    def one_assignee(self):
+        if (self.product_id is None) == (self.assigned_user_id is None):
+            raise ValueError("give either product_id (the lead goes to its seller) or, as an admin, assigned_user_id")
+        return self
 
 
 def lead_json(lead: Lead) -> dict:
     return {"id": lead.id, "name": lead.name, "email": lead.email, "phone": lead.phone, "source": lead.source,
-            "assigned_user_id": lead.assigned_user_id, "created_at": lead.created_at.isoformat()}
+            "product_id": lead.product_id, "assigned_user_id": lead.assigned_user_id,
+            "created_at": lead.created_at.isoformat()}
 
 
 def lead_created(lead: Lead, assignee: User) -> LeadCreated:
@@ -38,20 +46,36 @@ def lead_created(lead: Lead, assignee: User) -> LeadCreated:
 
 
 @bp.post("/leads")
+@rate_limited("leads", per_token=True)
 @authenticated
 def create_lead():
     """Store the lead and announce it in one transaction; the email is only a message, so it cannot fail this."""
     body = parse(NewLead)
     with transaction("api") as session:
-        assignee = session.get(User, body.assigned_user_id)
-        if assignee is None:
-            raise ApiError(400, "invalid request body", [{"field": "assigned_user_id", "problem":
-                                                          f"user {body.assigned_user_id} does not exist"}])
-        lead = Lead(**body.model_dump(), created_by_id=g.user_id)
+        assignee = _assignee(session, body)
+        lead = Lead(**body.model_dump(exclude={"assigned_user_id"}), assigned_user_id=assignee.id,
+                    created_by_id=g.user_id)
         session.add(lead)
         session.flush()
         publish(session, lead_created(lead, assignee))
         return lead_json(lead), 201
+
+
+def _assignee(session: Session, body: NewLead) -> User:
+    """Who the lead goes to. Anyone may send a lead about an approved product to its seller, who chose to
+    sell in public; only admins pick any user, so nobody else can email arbitrary users or probe user ids."""
+    if body.product_id is not None:
+        product = session.get(Product, body.product_id)
+        if product is None or product.status != "approved":
+            raise ApiError(404, f"product {body.product_id} does not exist")
+        return session.get(User, product.seller_id)
+    if not is_admin(session, g.user_id):
+        raise ApiError(403, "only an admin can assign a lead to a user; send a lead about a product (product_id)")
+    assignee = session.get(User, body.assigned_user_id)
+    if assignee is None:
+        raise ApiError(400, "invalid request body", [{"field": "assigned_user_id", "problem":
+                                                      f"user {body.assigned_user_id} does not exist"}])
+    return assignee
 
 
 @bp.get("/leads/<int:lead_id>")

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from flask import Blueprint, g, request
 from sqlalchemy.orm import Session
 
-from services.api.http import ApiError, authenticated
+from services.api.http import ApiError, authenticated, page, paged
 from services.api.models import Notification
 from shared.db import transaction
 
@@ -21,16 +21,16 @@ def notification_json(n: Notification) -> dict:
 @bp.get("/notifications")
 @authenticated
 def list_notifications():
-    """Newest first, at most `limit` (default 50, up to 200); `?unread=true` lists only unread ones."""
-    limit = request.args.get("limit", 50, type=int)
-    if not 1 <= limit <= 200:
-        raise ApiError(400, "limit must be between 1 and 200")
+    """Newest first, a page at a time (`limit`, `offset`); `?unread=true` lists only unread ones."""
+    limit, offset = page()
     query = sa.select(Notification).where(Notification.user_id == g.user_id)
     if request.args.get("unread", "").lower() == "true":
         query = query.where(Notification.read_at.is_(None))
     with transaction("api") as session:
-        found = session.scalars(query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit))
-        return {"notifications": [notification_json(n) for n in found], "unread_count": _unread(session)}
+        found, next_offset = paged(session, query.order_by(Notification.created_at.desc(), Notification.id.desc()),
+                                   limit, offset)
+        return {"notifications": [notification_json(n) for n in found], "unread_count": _unread(session),
+                "next_offset": next_offset}
 
 
 @bp.post("/notifications/<int:notification_id>/read")

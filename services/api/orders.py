@@ -4,21 +4,21 @@ import secrets
 from typing import Literal
 
 from flask import Blueprint, g
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 
-from services.api.http import ApiError, authenticated, parse
+from services.api.http import ApiError, Body, authenticated, parse
 from services.api.models import CartItem, Order, OrderLine, Product
-from shared.db import transaction
+from shared.db import insert_ignore, transaction
 
 bp = Blueprint("orders", __name__)
 
 
-class NewCartItem(BaseModel):
+class NewCartItem(Body):
     product_id: int
 
 
-class Checkout(BaseModel):
+class Checkout(Body):
     provider: Literal["stripe", "paytm", "mpesa"]
     phone: str | None = Field(default=None, pattern=r"^2547\d{8}$")
 
@@ -40,9 +40,8 @@ def add_to_cart():
             raise ApiError(404, f"product {body.product_id} does not exist")
         if product.status != "approved":
             raise ApiError(409, f"product {body.product_id} is not approved for sale (status: {product.status})")
-        if session.get(CartItem, (g.user_id, body.product_id)) is None:
-            session.add(CartItem(buyer_id=g.user_id, product_id=body.product_id))
-            session.flush()
+        # Two adds of the same item at once: the second finds the first's row, not a constraint error.
+        insert_ignore(session, CartItem.__table__, buyer_id=g.user_id, product_id=body.product_id)
         return _cart_json(_cart(session)), 201
 
 

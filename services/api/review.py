@@ -2,15 +2,14 @@
 
 from typing import Annotated
 
+import sqlalchemy as sa
 from flask import Blueprint, g
-from pydantic import BaseModel, StringConstraints
-from sqlalchemy import select
+from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from services.api.catalog import product_json
-from services.api.http import ApiError, authenticated, new_token, parse
+from services.api.http import ApiError, Body, authenticated, parse
 from services.api.models import Notification, Product, User
-from services.api.users import NewUser
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
 from shared.outbox import publish
@@ -18,7 +17,7 @@ from shared.outbox import publish
 bp = Blueprint("review", __name__)
 
 
-class Rejection(BaseModel):
+class Rejection(Body):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
@@ -26,8 +25,7 @@ class Rejection(BaseModel):
 @authenticated
 def approve(product_id: int):
     with transaction("api") as session:
-        product, seller = _reviewable(session, product_id, "approved")
-        product.status, product.rejection_reason = "approved", None
+        product, seller = _decide(session, product_id, "approved")
         notify(session, seller.id, "product_approved", f'Your product "{product.title}" was approved',
                "It is now listed in the catalog.", {"product_id": product.id})
         publish(session, ProductApproved(product_id=product.id, title=product.title, seller_id=seller.id,
@@ -41,8 +39,7 @@ def reject(product_id: int):
     with transaction("api") as session:
         _require_admin(session)
         body = parse(Rejection)
-        product, seller = _reviewable(session, product_id, "rejected")
-        product.status, product.rejection_reason = "rejected", body.reason
+        product, seller = _decide(session, product_id, "rejected", body.reason)
         notify(session, seller.id, "product_rejected", f'Your product "{product.title}" was rejected',
                f"Reason: {body.reason}", {"product_id": product.id, "reason": body.reason})
         publish(session, ProductRejected(product_id=product.id, title=product.title, seller_id=seller.id,
@@ -55,13 +52,17 @@ def _require_admin(session: Session) -> None:
         raise ApiError(403, "only an admin can review products")
 
 
-def _reviewable(session: Session, product_id: int, decision: str) -> tuple[Product, User]:
-    """The product, locked, and its seller; 403 unless the caller is an admin, 409 if already `decision`."""
+def _decide(session: Session, product_id: int, decision: str, reason: str | None = None) -> tuple[Product, User]:
+    """Record the decision in one conditional update, so that of concurrent equal decisions exactly one takes
+    effect (and notifies the seller); 403 unless the caller is an admin, 404 if unknown, 409 if already made."""
     _require_admin(session)
-    product = session.get(Product, product_id, with_for_update=True)
+    changed = session.execute(
+        sa.update(Product).where(Product.id == product_id, Product.status != decision)
+        .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
+    product = session.get(Product, product_id, populate_existing=True)
     if product is None:
         raise ApiError(404, f"product {product_id} does not exist")
-    if product.status == decision:
+    if not changed:
         raise ApiError(409, f"product {product_id} is already {decision}")
     return product, session.get(User, product.seller_id)
 
@@ -69,20 +70,3 @@ def _reviewable(session: Session, product_id: int, decision: str) -> tuple[Produ
 def notify(session: Session, user_id: int, kind: str, title: str, body: str, data: dict) -> None:
     """Write an in-app notification (the database channel) in the caller's transaction."""
     session.add(Notification(user_id=user_id, kind=kind, title=title[:300], body=body, data=data))
-
-
-def create_admin(email: str, name: str) -> tuple[int, str]:
-    """Create an admin, or make an existing user one, with a new token: returns the user id and the token.
-    Promoting replaces the user's token, so whoever registered that email before cannot act as the admin
-    with the token they held. Raises ValueError for an invalid email or name."""
-    valid = NewUser(email=email.strip(), name=name.strip())
-    token, token_hash = new_token()
-    with transaction("api") as session:
-        user = session.scalars(select(User).where(User.email == valid.email.lower()).with_for_update()).first()
-        if user is not None:
-            user.is_admin, user.token_hash = True, token_hash
-            return user.id, token
-        user = User(email=valid.email.lower(), name=valid.name, token_hash=token_hash, is_admin=True)
-        session.add(user)
-        session.flush()
-        return user.id, token

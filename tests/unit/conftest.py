@@ -6,7 +6,10 @@ import tempfile
 _DATA = tempfile.mkdtemp(prefix="market-unit-")
 os.environ.update({"MARKET_DATA_DIR": _DATA, "MARKET_MAIL_TRANSPORT": "file",
                    "MARKET_API_BIND": "127.0.0.1:8000", "MARKET_STRIPE_WEBHOOK_SECRET": "whsec_unit_test_secret",
-                   "MARKET_PAYTM_MERCHANT_KEY": "unitTestKey12345", "MARKET_MPESA_CALLBACK_SECRET": "mpesa-unit"})
+                   "MARKET_PAYTM_MERCHANT_KEY": "unitTestKey12345", "MARKET_MPESA_CALLBACK_SECRET": "mpesa-unit",
+                   # One client address registers every test's users; the limits have tests of their own.
+                   "MARKET_RATE_LIMIT_REGISTER": "100000/minute", "MARKET_RATE_LIMIT_SIGN_IN": "100000/minute",
+                   "MARKET_RATE_LIMIT_LEADS": "100000/minute"})
 for _name in list(os.environ):
     if _name.startswith("MARKET_") and ("BROKER_URL" in _name or "DATABASE_URL" in _name):
         del os.environ[_name]

@@ -12,10 +12,13 @@ import sqlalchemy as sa
 import stripe
 from werkzeug.test import Client
 
-from services.api.review import create_admin
+from services.api.users import create_admin
 from shared.db import transaction
 from shared.messaging import broker_for
 from shared.settings import SERVICES, get_settings
+
+
+PASSWORD = "correct horse battery"
 
 
 @dataclass
@@ -57,7 +60,8 @@ class System:
     # --- a shopper's steps -------------------------------------------------------------------
 
     def user(self, name: str) -> dict:
-        response = self.call("POST", "/users", {"email": f"{name}@example.com", "name": name.title()})
+        response = self.call("POST", "/users", {"email": f"{name}@example.com", "name": name.title(),
+                                                "password": PASSWORD})
         assert response.status_code == 201, response.json
         return response.json
 

@@ -7,6 +7,7 @@ import pytest
 
 from shared.settings import get_settings
 from shared.storage import LocalStorage
+from tests.unit.system import PASSWORD
 
 
 def fields(response) -> set[str]:
@@ -30,7 +31,7 @@ def upload(system, product_id: int, token: str, data: bytes, filename: str = "gu
 # --- users ------------------------------------------------------------------------------------
 
 def test_registering_with_a_bad_email_is_refused_with_400_naming_the_email_field(system):
-    response = system.call("POST", "/users", {"email": "not-an-email", "name": "Ann"})
+    response = system.call("POST", "/users", {"email": "not-an-email", "name": "Ann", "password": PASSWORD})
 
     assert response.status_code == 400
     assert response.json["error"] == "invalid request body" and fields(response) == {"email"}
@@ -38,15 +39,15 @@ def test_registering_with_a_bad_email_is_refused_with_400_naming_the_email_field
 
 
 def test_registering_without_a_name_is_refused_with_400_naming_the_name_field(system):
-    response = system.call("POST", "/users", {"email": "ann@example.com"})
+    response = system.call("POST", "/users", {"email": "ann@example.com", "password": PASSWORD})
 
     assert response.status_code == 400 and fields(response) == {"name"}
 
 
 def test_registering_an_email_twice_is_refused_with_409_whatever_its_case(system):
-    first = system.call("POST", "/users", {"email": "ann@example.com", "name": "Ann"})
-    second = system.call("POST", "/users", {"email": "ann@example.com", "name": "Ann Again"})
-    shouted = system.call("POST", "/users", {"email": "ANN@Example.COM", "name": "Ann Shouting"})
+    first = system.call("POST", "/users", {"email": "ann@example.com", "name": "Ann", "password": PASSWORD})
+    second = system.call("POST", "/users", {"email": "ann@example.com", "name": "Ann Again", "password": PASSWORD})
+    shouted = system.call("POST", "/users", {"email": "ANN@Example.COM", "name": "Ann Shouting", "password": PASSWORD})
 
     assert first.status_code == 201 and first.json["token"]
     assert (second.status_code, shouted.status_code) == (409, 409)
@@ -59,7 +60,7 @@ def test_a_registered_user_sees_themself_with_their_token(system):
     response = system.call("GET", "/me", token=user["token"])
 
     assert response.status_code == 200 and response.json == {"id": user["id"], "email": "ann@example.com",
-                                                             "name": "Ann"}
+                                                             "name": "Ann", "is_admin": False}
 
 
 # --- auth ---------------------------------------------------------------------------------------
@@ -91,13 +92,13 @@ def test_a_product_with_an_invalid_field_is_refused_with_400_naming_it(system, c
     assert system.rows("api", "SELECT * FROM products") == []
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/json"])
-def test_a_body_that_is_not_a_json_object_is_refused_with_400(system, content_type):
+@pytest.mark.parametrize(("content_type", "status"), [("text/plain", 415), ("application/json", 400)])
+def test_a_body_that_is_not_a_json_object_is_refused_naming_json(system, content_type, status):
     seller = system.user("seller")
     response = system.client.post("/products", data="title=Guide&price_minor=100", content_type=content_type,
                                   headers={"Authorization": f"Bearer {seller['token']}"})
 
-    assert response.status_code == 400 and response.is_json and "JSON" in response.json["error"]
+    assert response.status_code == status and response.is_json and "JSON" in response.json["error"]
 
 
 def test_a_json_array_body_is_refused_with_400(system):

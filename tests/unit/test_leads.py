@@ -13,13 +13,24 @@ from shared.db import transaction
 from shared.outbox import relay
 
 
-def lead_body(assignee: dict, **changes) -> dict:
-    return {"name": "Lena Lead", "email": "lena@example.com", "phone": "+254 712 345 678", "source": "webinar",
-            "assigned_user_id": assignee["id"]} | changes
+def lead_body(**changes) -> dict:
+    return {"name": "Lena Lead", "email": "lena@example.com", "phone": "+254 712 345 678", "source": "webinar"} \
+        | changes
+
+
+def product_of(system, seller: dict) -> int:
+    """An approved product of `seller`, with the approval's email put away."""
+    product = system.call("POST", "/products", {"title": "Guide", "price_minor": 100, "currency": "USD"},
+                          seller["token"]).json
+    system.approve(product["id"])
+    system.settle()
+    return product["id"]
 
 
 def create_lead(system, creator: dict, assignee: dict, **changes):
-    return system.call("POST", "/leads", lead_body(assignee, **changes), creator["token"])
+    """A lead about a product of `assignee`, sent by `creator`."""
+    body = lead_body(product_id=product_of(system, assignee), **changes)
+    return system.call("POST", "/leads", body, creator["token"])
 
 
 def fields(response) -> set[str]:
@@ -47,7 +58,7 @@ def test_a_new_lead_is_answered_201_at_once_and_its_assignee_gets_exactly_one_em
     lead = response.json
     assert lead | {"id": None, "created_at": None} == {
         "id": None, "name": "Lena Lead", "email": "lena@example.com", "phone": "+254 712 345 678",
-        "source": "webinar", "assigned_user_id": assignee["id"], "created_at": None}
+        "source": "webinar", "product_id": lead["product_id"], "assigned_user_id": assignee["id"], "created_at": None}
     [announced] = system.rows("api", "SELECT actor FROM outbox")
     assert announced["actor"] == "mailer.on_lead_created"
 
@@ -60,19 +71,21 @@ def test_a_new_lead_is_answered_201_at_once_and_its_assignee_gets_exactly_one_em
 
 
 def test_a_lead_is_stored_and_answered_201_even_when_the_mail_transport_is_broken(system, monkeypatch):
+    creator, assignee = system.user("creator"), system.user("agent")
+    product_id = product_of(system, assignee)
     monkeypatch.setattr(mailer_actors, "sender_from", lambda settings: BrokenSender())
     # Fail for good on the first error instead of retrying with a 10 s backoff.
     monkeypatch.setitem(mailer_actors.deliver_message.options, "max_retries", 0)
-    creator, assignee = system.user("creator"), system.user("agent")
 
-    response = create_lead(system, creator, assignee)
+    response = system.call("POST", "/leads", lead_body(product_id=product_id), creator["token"])
     system.drain(fail_fast=False)
 
     assert response.status_code == 201
     assert system.call("GET", f"/leads/{response.json['id']}", token=assignee["token"]).json == response.json
     assert [r["name"] for r in system.rows("api", "SELECT name FROM leads")] == ["Lena Lead"]
     assert system.mails() == []
-    assert system.rows("mailer", "SELECT status FROM outbound_messages") == [{"status": "queued"}]
+    assert system.rows("mailer", "SELECT status FROM outbound_messages WHERE subject LIKE 'New lead%'") == [
+        {"status": "queued"}]
     assert system.rows("mailer", "SELECT actor FROM failed_jobs") == [{"actor": "mailer.deliver_message"}]
 
 
@@ -88,19 +101,37 @@ def test_a_lead_with_an_invalid_field_is_refused_with_400_naming_it(system, chan
     assert system.rows("api", "SELECT * FROM leads") == [] and system.rows("api", "SELECT * FROM outbox") == []
 
 
-def test_a_lead_without_an_assignee_is_refused_with_400_naming_assigned_user_id(system):
+def test_a_lead_about_no_product_and_no_assignee_is_refused_with_400_saying_what_to_give(system):
     creator = system.user("creator")
-    body = lead_body(creator)
-    del body["assigned_user_id"]
 
-    response = system.call("POST", "/leads", body, creator["token"])
-    assert response.status_code == 400 and fields(response) == {"assigned_user_id"}
+    response = system.call("POST", "/leads", lead_body(), creator["token"])
+    assert response.status_code == 400 and "product_id" in response.json["details"][0]["problem"]
+
+
+def test_only_an_admin_assigns_a_lead_to_a_user_so_nobody_else_can_email_or_probe_user_ids(system):
+    creator, someone = system.user("creator"), system.user("someone")
+
+    for user_id in (someone["id"], 999999):
+        response = system.call("POST", "/leads", lead_body(assigned_user_id=user_id), creator["token"])
+        assert response.status_code == 403 and "admin" in response.json["error"]
+    by_admin = system.call("POST", "/leads", lead_body(assigned_user_id=someone["id"]), system.admin())
+    assert by_admin.status_code == 201 and by_admin.json["assigned_user_id"] == someone["id"]
+    assert len(system.rows("api", "SELECT * FROM leads")) == 1
+
+
+def test_a_lead_about_a_product_not_for_sale_is_a_404_like_a_missing_one(system):
+    creator, seller = system.user("creator"), system.user("seller")
+    pending = system.call("POST", "/products", {"title": "Draft", "price_minor": 100, "currency": "USD"},
+                          seller["token"]).json
+
+    for product_id in (pending["id"], 999999):
+        response = system.call("POST", "/leads", lead_body(product_id=product_id), creator["token"])
+        assert response.status_code == 404
+    assert system.rows("api", "SELECT * FROM leads") == [] and system.rows("api", "SELECT * FROM outbox") == []
 
 
 def test_a_lead_assigned_to_a_user_who_does_not_exist_is_refused_with_400_naming_assigned_user_id(system):
-    creator = system.user("creator")
-
-    response = create_lead(system, creator, {"id": 999999})
+    response = system.call("POST", "/leads", lead_body(assigned_user_id=999999), system.admin())
     assert response.status_code == 400 and fields(response) == {"assigned_user_id"}
     assert "999999" in response.json["details"][0]["problem"]
     assert system.rows("api", "SELECT * FROM leads") == [] and system.rows("api", "SELECT * FROM outbox") == []
@@ -110,7 +141,7 @@ def test_a_lead_without_a_phone_or_source_is_stored_and_its_email_leaves_them_ou
     creator, assignee = system.user("creator"), system.user("agent")
 
     response = system.call("POST", "/leads", {"name": "Quiet Quinn", "email": "quinn@example.com",
-                                              "assigned_user_id": assignee["id"]}, creator["token"])
+                                              "product_id": product_of(system, assignee)}, creator["token"])
     assert response.status_code == 201 and (response.json["phone"], response.json["source"]) == (None, "")
     system.drain()
     [mail] = system.mails()

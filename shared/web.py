@@ -1,0 +1,53 @@
+"""What every HTTP app of the system shares: JSON errors, bounded bodies, JSON that cannot crash the parser,
+and security headers on every response."""
+
+from flask import Flask, Response, jsonify
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import HTTPException
+
+MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",  # answers carry tokens and private data; a route may choose otherwise
+}
+
+
+class JsonProvider(DefaultJSONProvider):
+    """Flask's JSON, except that nesting deep enough to exhaust the stack is a ValueError like any bad JSON
+    (Python's json raises RecursionError, which nothing expects)."""
+
+    sort_keys = False
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def harden(app: Flask) -> Flask:
+    """JSON errors for every HTTP error, a small body limit, strict JSON and security headers."""
+    app.json = JsonProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.register_error_handler(HTTPException, http_error)
+    app.after_request(_security_headers)
+    return app
+
+
+def http_error(exc: HTTPException):
+    """An HTTP error as `{"error": ...}`, keeping the headers it carries (Allow, Retry-After)."""
+    response = jsonify({"error": exc.description or exc.name})
+    for name, value in exc.get_headers():
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
+    return response, exc.code
+
+
+def _security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
