@@ -1,9 +1,9 @@
 """What every HTTP app of the system shares: JSON errors, bounded bodies, JSON that cannot crash the parser,
 and security headers on every response."""
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
 
@@ -34,6 +34,7 @@ def harden(app: Flask) -> Flask:
     app.json = JsonProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.after_request(_security_headers)
     return app
 
@@ -45,6 +46,10 @@ def http_error(exc: HTTPException):
         if name.lower() not in ("content-type", "content-length"):
             response.headers[name] = value
     return response, exc.code
+
+
+def _too_large(_exc: RequestEntityTooLarge):
+    return jsonify({"error": f"request body too large: at most {request.max_content_length} bytes here"}), 413
 
 
 def _security_headers(response: Response) -> Response:

@@ -40,6 +40,11 @@ def workers():
 @pytest.fixture
 def system(workers) -> System:
     """A clean system: empty databases, empty queues, no mail or files; workers running."""
+    return clean_system()
+
+
+def clean_system() -> System:
+    """Empty every database, queue, mailbox and storage folder; the workers keep running."""
     for service in SERVICES:
         broker_for(service).flush_all()
         engine = engine_for(service)
