@@ -72,14 +72,28 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
 
 
 @cli.command()
-@click.option("--api-url", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--api-url", default=None, help="the running API (default http://MARKET_API_BIND)")
 @click.option("--provider", type=click.Choice(["stripe", "paytm", "mpesa"]), default="stripe", show_default=True)
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for every service")
 def demo(api_url: str, provider: str, timeout: float) -> None:
     """Buy a product through a correctly signed webhook and show what each service did."""
     from services.demo import run_demo
 
-    run_demo(api_url.rstrip("/"), provider, timeout)
+    run_demo((api_url or f"http://{get_settings().api_bind}").rstrip("/"), provider, timeout)
+
+
+@cli.command()
+@click.argument("order_id", type=int)
+@click.option("--token", "buyer_token", required=True, envvar="MARKET_BUYER_TOKEN",
+              help="the buyer's bearer token (or MARKET_BUYER_TOKEN)")
+@click.option("--api-url", default=None, help="the running API (default http://MARKET_API_BIND)")
+@click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for every service")
+def pay(order_id: int, buyer_token: str, api_url: str | None, timeout: float) -> None:
+    """Pay a pending order as its provider would (a webhook signed with this system's secret), then show what
+    each service did. For development and demos: it signs with the secret in this command's environment."""
+    from services.demo import pay as pay_order
+
+    pay_order((api_url or f"http://{get_settings().api_bind}").rstrip("/"), order_id, buyer_token, timeout)
 
 
 @cli.group()
@@ -167,11 +181,15 @@ def subscriptions() -> None:
 @cli.command("create-admin")
 @click.option("--email", required=True)
 @click.option("--name", required=True)
-def create_admin(email: str, name: str) -> None:
-    """Create an admin, who approves and rejects products, or make an existing user one."""
+@click.option("--api-url", default=None, help="a running API to check against (default http://MARKET_API_BIND)")
+def create_admin(email: str, name: str, api_url: str | None) -> None:
+    """Create an admin, who approves and rejects products, or make an existing user one. Writes to the api's
+    database named by this command's settings; when an API is running, it must use the same database."""
     from services.api.users import create_admin as make_admin
+    from services.demo import same_system
     from shared.db import migrate as migrate_service
 
+    same_system((api_url or f"http://{get_settings().api_bind}").rstrip("/"), required=False)
     migrate_service("api", registry.metadata("api"))
     try:
         user_id, token = make_admin(email, name)

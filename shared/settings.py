@@ -1,9 +1,11 @@
 """Settings from the environment, read once per process; the defaults run with no servers."""
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 SERVICES = ("api", "billing", "mailer", "media", "reports")
 
@@ -96,6 +98,12 @@ class Settings(BaseSettings):
     def database_url_for(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url") or self.database_url
         return url.format(service=service, data_dir=self.data_dir.resolve())
+
+    def database_fingerprint(self, service: str) -> str:
+        """A short digest naming the database a process uses, so that two processes can tell whether they
+        share one (without showing its URL or password)."""
+        url = make_url(self.database_url_for(service)).set(password=None)
+        return hashlib.sha256(url.render_as_string().encode()).hexdigest()[:16]
 
     def broker_url_for(self, service: str) -> str:
         return getattr(self, f"{service}_broker_url") or self.broker_url

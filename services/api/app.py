@@ -7,6 +7,7 @@ from services.api import campaigns, catalog, leads, notifications, orders, revie
 from services.api.http import init_limiter, register_errors
 from shared import observability
 from shared.db import transaction
+from shared.settings import get_settings
 from shared.web import harden
 
 
@@ -23,6 +24,6 @@ def create_app() -> Flask:
     def healthz():
         with transaction("api") as session:
             session.execute(text("SELECT 1"))
-        return {"status": "ok", "service": "api"}
+        return {"status": "ok", "service": "api", "database": get_settings().database_fingerprint("api")}
 
     return app
