@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:8000"
     media_bind: str = "127.0.0.1:8001"
     web_workers: int = 2
+    trusted_proxies: int = 0  # proxies in front of the api whose X-Forwarded-For/-Proto are believed
     token_ttl_hours: float = 30 * 24  # a bearer token works this long; signing in again gives a new one
     # Rate limits (https://limits.readthedocs.io notation), per client address, or per token for leads;
     # shared by every api process through RATE_LIMIT_REDIS_URL when it is set.

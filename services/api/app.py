@@ -2,6 +2,7 @@
 
 from flask import Flask
 from sqlalchemy import text
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.api import campaigns, catalog, leads, notifications, orders, review, users, webhooks
 from services.api.http import init_limiter, register_errors
@@ -16,6 +17,9 @@ def create_app() -> Flask:
     app = harden(Flask(__name__))
     register_errors(app)
     init_limiter(app)
+    if get_settings().trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=get_settings().trusted_proxies,
+                                x_proto=get_settings().trusted_proxies)
     for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp, leads.bp, review.bp, notifications.bp,
                       campaigns.bp):
         app.register_blueprint(blueprint)

@@ -74,3 +74,31 @@ def test_market_up_with_servers_runs_one_process_per_service_and_stops_them_all(
     assert up.returncode == 0, output
     leftover = subprocess.run(["pgrep", "-g", str(up.pid)], capture_output=True, text=True).stdout
     assert leftover == "", f"processes left running: {leftover}"
+
+
+def readme_walkthrough(port: int) -> str:
+    """The README's curl walkthrough, verbatim but for the port."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- walkthrough -->\n```sh\n", 1)[1].split("```", 1)[0]
+    return block.replace("http://127.0.0.1:8000", f"http://127.0.0.1:{port}")
+
+
+def test_the_readme_curl_walkthrough_runs_as_written_on_the_default_relative_data_folder_twice(tmp_path):
+    port = free_port()
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env["MARKET_API_BIND"] = f"127.0.0.1:{port}"
+    server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "market"), "up"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until("the embedded api", lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30)
+        for _ in range(2):  # a used data folder works as well as a fresh one
+            run = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_walkthrough(port)], env=env, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert "The buyer downloaded the seller's file." in run.stdout, run.stdout + run.stderr
+            assert '"status":"paid"' in run.stdout.replace(" ", ""), run.stdout
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.communicate(timeout=30)
+    assert (tmp_path / "var" / "api.db").exists()

@@ -17,7 +17,6 @@ from shared.db import transaction
 from shared.messaging import broker_for
 from shared.settings import SERVICES, get_settings
 
-
 PASSWORD = "correct horse battery"
 
 

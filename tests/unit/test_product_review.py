@@ -229,7 +229,8 @@ def test_read_all_marks_every_unread_notification_read(system):
 
     response = system.call("POST", "/notifications/read-all", token=seller["token"])
     assert response.status_code == 200 and response.json == {"marked": 3, "unread_count": 0}
-    assert notifications(system, seller, "?unread=true") == {"notifications": [], "unread_count": 0, "next_offset": None}
+    assert notifications(system, seller, "?unread=true") == {"notifications": [], "unread_count": 0,
+                                                             "next_offset": None}
     assert all(n["read_at"] for n in notifications(system, seller)["notifications"])
 
 
