@@ -16,6 +16,8 @@ from aiosmtpd.controller import Controller
 
 from tests.integration.conftest import REDIS, base_env, clean_brokers, free_port, wait_until
 
+PASSWORD = "correct horse battery"
+
 SECRET = "whsec_end_to_end"
 CONSUMERS = ["api", "billing", "mailer", "media", "reports"]
 
@@ -83,8 +85,8 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
     wait_until("media's web app to answer", lambda: healthy(f"http://127.0.0.1:{media_port}/healthz"), timeout=30)
 
     # A client's purchase, over HTTP.
-    seller = http("POST", f"{api}/users", {"email": "seller@example.com", "name": "Sam"})[1]
-    buyer = http("POST", f"{api}/users", {"email": "buyer@example.com", "name": "Bea"})[1]
+    seller = http("POST", f"{api}/users", {"email": "seller@example.com", "name": "Sam", "password": PASSWORD})[1]
+    buyer = http("POST", f"{api}/users", {"email": "buyer@example.com", "name": "Bea", "password": PASSWORD})[1]
     product = http("POST", f"{api}/products", {"title": "Field Guide", "price_minor": 4200, "currency": "EUR"},
                    seller["token"])[1]
     content = b"%PDF-1.4 pretend this is a book\n"
