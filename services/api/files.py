@@ -18,7 +18,9 @@ from shared.settings import get_settings
 from shared.storage import LocalStorage, product_file_key, safe_content_type, safe_filename
 
 MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries around the file, on top of the upload limit
-CHUNK = 256 * 1024
+# The parser's own buffer (a 64 KiB read plus what may be the start of a boundary) and any small text field;
+# at 64 KiB a read whose tail held a line break was refused as too large.
+FORM_MEMORY = 512 * 1024
 
 
 class TooLarge(Exception):
@@ -98,7 +100,7 @@ def _parse(storage: LocalStorage, spools: list[Spool], limit: int):
         spools.append(Spool(storage.incoming(), limit))
         return spools[-1]
 
-    parser = FormDataParser(spool, max_form_memory_size=MULTIPART_OVERHEAD, max_form_parts=8,
+    parser = FormDataParser(spool, max_form_memory_size=FORM_MEMORY, max_form_parts=8,
                             max_content_length=request.max_content_length)
     _, _, files = parser.parse(request.stream, request.mimetype, request.content_length, request.mimetype_params)
     return files

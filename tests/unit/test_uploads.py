@@ -1,6 +1,7 @@
 """Uploading a product's file: streamed to storage while hashed, bounded, per-seller quota, never half-stored."""
 
 import hashlib
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -50,6 +51,17 @@ def test_an_upload_is_stored_under_its_content_address_and_announced_to_media(sy
     assert (row["storage_key"], row["sha256"], row["size_bytes"]) == (f"products/{product_id}/{digest}", digest,
                                                                        len(data))
     assert (row["filename"], row["content_type"]) == ("guide.pdf", "application/pdf")
+
+
+def test_a_file_of_many_read_chunks_arrives_whole_with_the_default_limits(system):
+    seller = system.user("sam")
+    product_id = new_product(system, seller)
+    data = random.Random(7).randbytes(3_000_000)  # many times the parser's read size, line breaks included
+
+    response = put_file(system, product_id, seller["token"], multipart(data, "album.zip", "application/zip"))
+    assert response.status_code == 200, response.json
+    [key] = stored_files()
+    assert (get_settings().storage_dir / key).read_bytes() == data
 
 
 def test_an_upload_larger_than_the_apps_small_global_body_limit_is_accepted_up_to_the_upload_limit(system, limits):
