@@ -64,6 +64,9 @@ class PurchaseLine(BaseModel):
     seller_id: int
     title: str
     price_minor: Minor
+    # The reviewed file version this line bought (None: the product had no approved file at checkout).
+    file_key: str | None = None
+    file_sha256: str | None = None
 
 
 class PurchaseCompleted(Event):
@@ -127,6 +130,8 @@ class ProductApproved(Event):
     seller_id: int
     seller_email: str
     seller_name: str
+    file_key: str | None = None  # the file version that was reviewed, if the product has one
+    file_sha256: str | None = None
 
 
 class ProductRejected(Event):
@@ -250,7 +255,8 @@ SUBSCRIPTIONS: dict[str, tuple[Target, ...]] = {
     "product.file_uploaded": (Target("media", "media.events", "media.on_product_file_uploaded"),),
     "downloads.ready": (Target("mailer", "mailer.events", "mailer.on_downloads_ready"),),
     "lead.created": (Target("mailer", "mailer.events", "mailer.on_lead_created"),),
-    "product.approved": (Target("mailer", "mailer.events", "mailer.on_product_approved"),),
+    "product.approved": (Target("mailer", "mailer.events", "mailer.on_product_approved"),
+                         Target("media", "media.events", "media.on_product_approved")),
     "product.rejected": (Target("mailer", "mailer.events", "mailer.on_product_rejected"),),
     "campaign.requested": (Target("mailer", "mailer.events", "mailer.on_campaign_requested"),),
     "campaign.control_requested": (Target("mailer", "mailer.events", "mailer.on_campaign_control_requested"),),

@@ -4,6 +4,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
     media_signing_secret: str = "dev-media-secret-change-me"
     download_link_ttl_s: int = 7 * 24 * 3600
     download_base_url: str | None = None  # default: where this run mode serves downloads
+    upload_max_bytes: int = 100 * 1024 * 1024  # one product file
+    seller_quota_bytes: int = 1024**3  # every stored file of one seller's products, kept versions included
 
     # HTTP
     api_bind: str = "127.0.0.1:8000"
@@ -96,9 +99,16 @@ class Settings(BaseSettings):
     sentry_dsn: str | None = None
     log_level: str = "INFO"
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, data_dir: Path) -> Path:
+        """Resolved once against the working directory at start-up: Flask's send_file would take a relative
+        path against the app's root_path, and a thread or library may later change directory."""
+        return data_dir.expanduser().resolve()
+
     def database_url_for(self, service: str) -> str:
         url = getattr(self, f"{service}_database_url") or self.database_url
-        return url.format(service=service, data_dir=self.data_dir.resolve())
+        return url.format(service=service, data_dir=self.data_dir)
 
     def database_fingerprint(self, service: str) -> str:
         """A short digest naming the database a process uses, so that two processes can tell whether they

@@ -1,11 +1,10 @@
 """Products: a seller, a price in minor units, and the digital file a buyer downloads."""
 
-import hashlib
-
 from flask import Blueprint, g, request
 from pydantic import Field
 from sqlalchemy import select
 
+from services.api import files
 from services.api.http import ApiError, Body, authenticated, is_admin, optional_user, page, paged, parse
 from services.api.models import Product
 from shared.contracts import Currency, ProductFileUploaded
@@ -70,27 +69,32 @@ def get_product(product_id: int):
 @bp.put("/products/<int:product_id>/file")
 @authenticated
 def upload_file(product_id: int):
-    """Store the product's file under a content-addressed key; media learns of it by message."""
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise ApiError(400, "send the file as multipart/form-data in a field named 'file'")
-    data = upload.read()
-    if not data:
-        raise ApiError(400, "the uploaded file is empty")
-    digest = hashlib.sha256(data).hexdigest()
-    key = f"products/{product_id}/{digest}"
+    """Stream the product's file into storage under a content-addressed key; media learns of it by message.
+    Whether the caller may upload at all is settled before a byte of the body is read."""
+    storage = LocalStorage(get_settings().storage_dir)
     with transaction("api") as session:
-        product = _product(session, product_id)
-        if product.seller_id != g.user_id:
-            raise ApiError(403, "only the product's seller can upload its file")
-        LocalStorage(get_settings().storage_dir).put(key, data)
-        if product.status == "approved" and product.file_key != key:
-            product.status = "pending"  # what buyers download was reviewed: a new file is reviewed again
-        product.file_key = key
-        publish(session, ProductFileUploaded(
-            product_id=product_id, storage_key=key, filename=upload.filename[:200],
-            content_type=upload.mimetype or "application/octet-stream", size_bytes=len(data), sha256=digest))
-        return product_json(product)
+        files.check_room(session, storage, _own_product(session, product_id))
+    upload = files.receive(storage)
+    try:
+        with transaction("api") as session:
+            product, replaced = files.store(session, storage, product_id, upload)
+            publish(session, ProductFileUploaded(
+                product_id=product_id, storage_key=product.file_key, filename=upload.filename,
+                content_type=upload.content_type, size_bytes=upload.size, sha256=upload.sha256))
+            body = product_json(product)
+    except BaseException:
+        upload.undo(storage)
+        raise
+    if replaced:
+        storage.delete(replaced)
+    return body
+
+
+def _own_product(session, product_id: int) -> Product:
+    product = _product(session, product_id)
+    if product.seller_id != g.user_id:
+        raise ApiError(403, "only the product's seller can upload its file")
+    return product
 
 
 def _product(session, product_id: int) -> Product:

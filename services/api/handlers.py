@@ -63,7 +63,8 @@ def _mark_paid(session: Session, order: Order, payment_id: str) -> None:
         buyer_name=buyer.name, currency=order.currency, total_minor=order.total_minor, provider=order.provider,
         paid_at=order.paid_at,
         lines=[PurchaseLine(product_id=ln.product_id, seller_id=ln.seller_id, title=ln.title,
-                            price_minor=ln.price_minor) for ln in order.lines],
+                            price_minor=ln.price_minor, file_key=ln.file_key, file_sha256=ln.file_sha256)
+               for ln in order.lines],
     ))
     log.info("Order %s paid; purchase.completed %s written to the outbox.", order.id, event_id)
 

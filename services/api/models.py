@@ -43,7 +43,8 @@ class Product(Base):
     description: Mapped[str] = mapped_column(sa.Text, default="")
     price_minor: Mapped[int] = mapped_column(sa.BigInteger)
     currency: Mapped[str] = mapped_column(sa.String(3))
-    file_key: Mapped[str | None] = mapped_column(sa.String(200))
+    file_key: Mapped[str | None] = mapped_column(sa.String(200))  # the current version, content-addressed
+    file_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     status: Mapped[str] = mapped_column(sa.String(16), default="pending", server_default="pending",
                                         index=True)  # pending | approved | rejected
     rejection_reason: Mapped[str | None] = mapped_column(sa.Text)
@@ -82,6 +83,10 @@ class OrderLine(Base):
     seller_id: Mapped[int] = mapped_column(sa.Integer)
     title: Mapped[str] = mapped_column(sa.String(200))
     price_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    # The reviewed file version bought, frozen at checkout (or at the product's next approval if it had none):
+    # the buyer downloads exactly this, and storage keeps it while a line pins it.
+    file_key: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    file_sha256: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class WebhookEvent(Base):

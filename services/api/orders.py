@@ -67,6 +67,7 @@ def checkout():
         items = _cart(session)
         if not items:
             raise ApiError(409, "the cart is empty")
+        _lock_products(session, [i.product_id for i in items])
         withdrawn = [i.product_id for i in items if i.product.status != "approved"]
         if withdrawn:
             raise ApiError(409, f"products {withdrawn} are no longer for sale; remove them from the cart")
@@ -76,7 +77,9 @@ def checkout():
         order = Order(reference=f"ord_{secrets.token_hex(12)}", buyer_id=g.user_id, provider=body.provider,
                       currency=currencies.pop(), total_minor=sum(i.product.price_minor for i in items),
                       lines=[OrderLine(product_id=i.product_id, seller_id=i.product.seller_id,
-                                       title=i.product.title, price_minor=i.product.price_minor) for i in items])
+                                       title=i.product.title, price_minor=i.product.price_minor,
+                                       file_key=i.product.file_key, file_sha256=i.product.file_sha256)
+                             for i in items])
         if body.provider == "mpesa":
             # The STK push request to Daraja answers with this id; the callback must echo it.
             order.provider_checkout_id = f"ws_CO_{secrets.token_hex(10)}"
@@ -101,6 +104,13 @@ def order_json(o: Order) -> dict:
             "paid_at": o.paid_at.isoformat() if o.paid_at else None,
             "lines": [{"product_id": ln.product_id, "title": ln.title, "price_minor": ln.price_minor}
                       for ln in o.lines]}
+
+
+def _lock_products(session, product_ids: list[int]) -> None:
+    """Lock and re-read the products being bought, so that an upload replacing one of their files waits for
+    this order's lines (which pin the file) or this order sees the product back in review."""
+    session.execute(select(Product).where(Product.id.in_(product_ids)).order_by(Product.id).with_for_update()
+                    .execution_options(populate_existing=True)).all()
 
 
 def _cart(session) -> list[CartItem]:

@@ -7,6 +7,7 @@ from flask import Blueprint, g
 from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
+from services.api import files
 from services.api.catalog import product_json
 from services.api.http import ApiError, Body, authenticated, parse
 from services.api.models import Notification, Product, User
@@ -26,10 +27,12 @@ class Rejection(Body):
 def approve(product_id: int):
     with transaction("api") as session:
         product, seller = _decide(session, product_id, "approved")
+        files.pin_unpinned_lines(session, product)
         notify(session, seller.id, "product_approved", f'Your product "{product.title}" was approved',
                "It is now listed in the catalog.", {"product_id": product.id})
         publish(session, ProductApproved(product_id=product.id, title=product.title, seller_id=seller.id,
-                                         seller_email=seller.email, seller_name=seller.name))
+                                         seller_email=seller.email, seller_name=seller.name,
+                                         file_key=product.file_key, file_sha256=product.file_sha256))
         return product_json(product)
 
 

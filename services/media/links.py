@@ -24,11 +24,15 @@ class LinkSigner:
     def grant_id(self, token: str) -> str:
         """The grant a token names; raises LinkInvalid (forged) or LinkExpired."""
         try:
-            return self._serializer.loads(token, max_age=self.ttl_s)
+            grant_id = self._serializer.loads(token, max_age=self.ttl_s)
         except SignatureExpired:
             raise LinkExpired("this download link has expired") from None
         except BadSignature:
             raise LinkInvalid("this download link is not valid") from None
+        if not isinstance(grant_id, str):
+            # Genuinely signed but not by `url` (another signer with this secret and salt, or an old format).
+            raise LinkInvalid("this download link is not valid")
+        return grant_id
 
 
 def signer() -> LinkSigner:

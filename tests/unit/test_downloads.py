@@ -1,19 +1,24 @@
 """Signed download links: from the buyer's email to the file's bytes, and every way a link is refused."""
 
+import hashlib
 import io
 import re
 import string
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from itsdangerous import URLSafeTimedSerializer
+from werkzeug.http import parse_options_header
 
 from services.media import web
 from services.media.links import LinkExpired, LinkInvalid, LinkSigner
 from services.media.models import DownloadGrant
 from shared.db import transaction
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from tests.unit.system import post_stripe, stripe_event
+from tests.unit.uploading import multipart, put_file, stored_files
 
 FILE = b"%PDF-1.7\n" + b"the field guide, every page of it\n" * 500
 FILENAME = "field-guide.pdf"
@@ -41,9 +46,10 @@ def download_paths(system) -> list[str]:
 
 
 def paid_with_file(system) -> tuple[dict, str]:
+    """A sale whose product got its file (and so went back to review, then was approved) before payment."""
     sale = system.order()
     upload(system, sale)
-    system.drain()
+    system.approve(sale["order"]["lines"][0]["product_id"])
     pay(system, sale)
     [path] = download_paths(system)
     return sale, path
@@ -164,7 +170,7 @@ def test_a_paid_product_without_an_uploaded_file_is_answered_404_not_available(s
     assert "Unfinished Book" in response.json["error"]
 
 
-def test_a_file_uploaded_after_payment_can_be_downloaded_with_the_link_already_sent(system):
+def test_a_file_uploaded_after_payment_is_served_by_the_link_already_sent_once_it_is_approved(system):
     sale = system.order()
     pay(system, sale)
     [path] = download_paths(system)
@@ -172,6 +178,111 @@ def test_a_file_uploaded_after_payment_can_be_downloaded_with_the_link_already_s
 
     upload(system, sale, data=b"late but here", filename="late.pdf")
     system.drain()
+    awaiting_review = system.client.get(path)
+    assert awaiting_review.status_code == 404 and "not available" in awaiting_review.json["error"]
+
+    system.approve(sale["order"]["lines"][0]["product_id"])
     response = system.client.get(path)
     assert response.status_code == 200 and response.data == b"late but here"
     assert "late.pdf" in response.headers["Content-Disposition"]
+
+
+def test_a_relative_data_dir_is_made_absolute_once_when_settings_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir="var")
+    monkeypatch.chdir("/")  # where the process is later, or what Flask takes a relative path against
+    assert settings.data_dir == tmp_path / "var"
+    assert settings.storage_dir == tmp_path / "var" / "storage" and settings.mail_dir == tmp_path / "var" / "mail"
+
+
+def buy(system, product_id: int) -> str:
+    """A new buyer pays for the product; returns the path of their download link."""
+    system.settle()
+    buyer = system.user(f"buyer{time.monotonic_ns()}")
+    assert system.call("POST", "/cart/items", {"product_id": product_id}, buyer["token"]).status_code == 201
+    order = system.call("POST", "/orders", {"provider": "stripe"}, buyer["token"]).json
+    pay(system, {"order": order})
+    [path] = download_paths(system)
+    return path
+
+
+def test_a_buyers_link_keeps_serving_the_version_approved_when_they_bought_after_the_seller_replaces_it(system):
+    sale, first_link = paid_with_file(system)
+    product_id = sale["order"]["lines"][0]["product_id"]
+
+    upload(system, sale, data=b"new unreviewed bytes", filename="v2.pdf")
+    system.drain()
+    before_review = system.client.get(first_link)
+    assert before_review.status_code == 200 and before_review.data == FILE
+    assert FILENAME in before_review.headers["Content-Disposition"]
+
+    system.approve(product_id)
+    second_link = buy(system, product_id)
+    assert system.client.get(second_link).data == b"new unreviewed bytes"
+    assert system.client.get(first_link).data == FILE
+    [grant, later] = system.rows("media", "SELECT file_key, file_sha256 FROM download_grants ORDER BY created_at")
+    assert grant["file_sha256"] == hashlib.sha256(FILE).hexdigest()
+    assert grant["file_key"] == f"products/{product_id}/{grant['file_sha256']}"
+    assert later["file_sha256"] == hashlib.sha256(b"new unreviewed bytes").hexdigest()
+
+
+def test_replacing_a_file_deletes_the_old_version_unless_an_order_pins_it(system):
+    sale, _ = paid_with_file(system)
+    product_id = sale["order"]["lines"][0]["product_id"]
+    pinned = f"products/{product_id}/{hashlib.sha256(FILE).hexdigest()}"
+
+    upload(system, sale, data=b"draft two", filename="v2.pdf")
+    upload(system, sale, data=b"draft three", filename="v3.pdf")
+    # The bought version stays; "draft two", which nobody bought, was removed when "draft three" replaced it.
+    assert stored_files() == sorted([pinned, f"products/{product_id}/{hashlib.sha256(b'draft three').hexdigest()}"])
+
+
+@pytest.mark.parametrize("payload", [["grant-1"], {"grant": "grant-1"}, 42, None, True, 1.5],
+                         ids=["list", "dict", "int", "null", "bool", "float"])
+def test_a_genuinely_signed_link_whose_payload_is_not_a_string_is_refused_with_403(system, payload):
+    serializer = URLSafeTimedSerializer(get_settings().media_signing_secret, salt="download-grant")
+
+    response = system.client.get(f"/downloads/{serializer.dumps(payload)}")
+    assert response.status_code == 403
+    assert response.is_json and "not valid" in response.json["error"]
+
+
+SERVED = [
+    # (uploaded filename, uploaded type, filename the buyer gets, type served)
+    ("evil\r\nSet-Cookie: x=1.pdf", "application/pdf", "evil__Set-Cookie_ x=1.pdf", "application/pdf"),
+    ("nul\x00byte.pdf", "application/pdf", "nul_byte.pdf", "application/pdf"),
+    ("../../etc/passwd", "text/plain", "passwd", "text/plain"),
+    ("..\\..\\boot.ini", "text/plain", "boot.ini", "text/plain"),
+    ("..", "application/zip", "download", "application/zip"),
+    ("page.html", "text/html", "page.html", "application/octet-stream"),
+    ("logo.svg", "image/svg+xml", "logo.svg", "application/octet-stream"),
+    ("cover.PNG", "IMAGE/PNG", "cover.PNG", "image/png"),
+    ("tool.exe", "application/x-msdownload", "tool.exe", "application/octet-stream"),
+    ("no-type.bin", None, "no-type.bin", "application/octet-stream"),
+    ("résumé – été.epub", "application/epub+zip", "résumé – été.epub", "application/epub+zip"),
+    ("\u202egpj.exe", "image/jpeg", "_gpj.exe", "image/jpeg"),
+    ("a" * 300 + ".pdf", "application/pdf", "a" * 146 + ".pdf", "application/pdf"),
+]
+
+
+@pytest.mark.parametrize(("filename", "content_type", "served_name", "served_type"), SERVED,
+                         ids=[repr(case[0][:24]) for case in SERVED])
+def test_a_file_is_served_as_an_attachment_with_a_safe_name_and_type(system, filename, content_type, served_name,
+                                                                    served_type):
+    sale = system.order()
+    product_id = sale["order"]["lines"][0]["product_id"]
+    response = put_file(system, product_id, sale["seller"]["token"], multipart(FILE, filename, content_type))
+    assert response.status_code == 200, response.json
+    system.approve(product_id)
+    pay(system, sale)
+    [path] = download_paths(system)
+
+    served = system.client.get(path)
+    assert served.status_code == 200 and served.data == FILE
+    assert served.mimetype == served_type
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+    disposition = served.headers["Content-Disposition"]
+    assert disposition.startswith("attachment;")
+    assert not any(c in disposition for c in "\r\n\x00/\\")
+    assert parse_options_header(disposition)[1]["filename"] == served_name
+    assert counts(system) == (1, 1)
