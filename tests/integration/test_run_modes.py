@@ -102,3 +102,28 @@ def test_the_readme_curl_walkthrough_runs_as_written_on_the_default_relative_dat
         os.killpg(server.pid, signal.SIGTERM)
         server.communicate(timeout=30)
     assert (tmp_path / "var" / "api.db").exists()
+
+
+def test_commands_pointed_at_another_data_folder_than_the_servers_say_so_and_write_nothing(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | {
+        "MARKET_DATA_DIR": str(tmp_path / "server"), "MARKET_API_BIND": f"127.0.0.1:{port}"}
+    elsewhere = env | {"MARKET_DATA_DIR": str(tmp_path / "elsewhere")}
+    server = subprocess.Popen([sys.executable, "-m", "services", "up"], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until("the embedded api", lambda: answers(f"http://127.0.0.1:{port}/healthz"), timeout=30)
+        for command in (["demo"], ["create-admin", "--email", "ada@example.com", "--name", "Ada"],
+                        ["pay", "1", "--token", "whatever"]):
+            run = subprocess.run([sys.executable, "-m", "services", *command], env=elsewhere, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=60)
+            assert run.returncode == 1, run.stdout + run.stderr
+            assert "uses another database than this command" in run.stderr
+            assert "MARKET_DATA_DIR" in run.stderr
+        assert not (tmp_path / "elsewhere").exists()
+        same = subprocess.run([sys.executable, "-m", "services", "create-admin", "--email", "ada@example.com",
+                               "--name", "Ada"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert same.returncode == 0, same.stderr
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
