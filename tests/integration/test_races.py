@@ -1,0 +1,61 @@
+"""State changes that race on PostgreSQL: single conditional updates or handled conflicts, never a 500 or a
+doubled effect."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.integration.conftest import ROOT
+
+# One api process on PostgreSQL: concurrent adds of one cart item, concurrent approvals of one product.
+RACE = """
+import json, threading
+from services import registry
+from services.api.app import create_app
+from services.api.users import create_admin
+from shared.db import migrate, transaction
+import sqlalchemy as sa
+
+migrate("api", registry.metadata("api"))
+client = create_app().test_client()
+def user(name):
+    return client.post("/users", json={"email": f"{name}@example.com", "name": name,
+                                       "password": "correct horse battery"}).json["token"]
+seller, buyer, admin = user("seller"), user("buyer"), create_admin("ada@example.com", "Ada")[1]
+auth = lambda token: {"Authorization": f"Bearer {token}"}
+def product():
+    return client.post("/products", json={"title": "G", "price_minor": 100, "currency": "USD"},
+                       headers=auth(seller)).json["id"]
+
+def at_once(count, call):
+    barrier, results = threading.Barrier(count), [None] * count
+    def one(i):
+        barrier.wait()
+        results[i] = call()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return results
+
+pending = product()
+approvals = at_once(4, lambda: client.post(f"/admin/products/{pending}/approve", headers=auth(admin)).status_code)
+adds = at_once(8, lambda: client.post("/cart/items", json={"product_id": pending}, headers=auth(buyer)).status_code)
+with transaction("api") as session:
+    counts = {t: session.scalar(sa.text(f"SELECT count(*) FROM {t}")) for t in ("notifications", "cart_items")}
+    counts["approved_events"] = session.scalar(sa.text("SELECT count(*) FROM outbox WHERE actor = 'mailer.on_product_approved'"))
+print(json.dumps({"approvals": sorted(approvals), "adds": adds, "counts": counts}))
+"""
+
+
+def test_concurrent_approvals_and_cart_adds_on_postgresql_take_effect_once_without_errors(tmp_path, databases):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env.update({"MARKET_DATA_DIR": str(tmp_path), "MARKET_DATABASE_URL": databases.template,
+                "MARKET_RATE_LIMIT_REGISTER": "1000/minute"})
+    done = subprocess.run([sys.executable, "-c", RACE], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert result["approvals"] == [200, 409, 409, 409]
+    assert result["adds"] == [201] * 8
+    assert result["counts"] == {"notifications": 1, "cart_items": 1, "approved_events": 1}
