@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import pika
 import pytest
 import redis
 import sqlalchemy as sa
+
+from tests.support import free_port, wait_until  # noqa: F401 (the tier's tests import them from here)
 
 SERVERS = {"PostgreSQL": ("127.0.0.1", 5432), "RabbitMQ": ("127.0.0.1", 5672), "Redis": ("127.0.0.1", 6379)}
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -43,24 +44,6 @@ def servers():
         if os.environ.get("CI"):
             pytest.fail(message + " (CI is set, so this is a failure, not a skip)")
         pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what: str, probe, timeout: float = 60, interval: float = 0.1):
-    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {value!r})")
-        time.sleep(interval)
 
 
 class Databases:

@@ -43,7 +43,8 @@ approvals = at_once(4, lambda: client.post(f"/admin/products/{pending}/approve",
 adds = at_once(8, lambda: client.post("/cart/items", json={"product_id": pending}, headers=auth(buyer)).status_code)
 with transaction("api") as session:
     counts = {t: session.scalar(sa.text(f"SELECT count(*) FROM {t}")) for t in ("notifications", "cart_items")}
-    counts["approved_events"] = session.scalar(sa.text("SELECT count(*) FROM outbox WHERE actor = 'mailer.on_product_approved'"))
+    counts["approved_events"] = session.scalar(
+        sa.text("SELECT count(*) FROM outbox WHERE actor = 'mailer.on_product_approved'"))
 print(json.dumps({"approvals": sorted(approvals), "adds": adds, "counts": counts}))
 """
 

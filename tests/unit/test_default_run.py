@@ -4,11 +4,9 @@ import email
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from email import policy
@@ -16,24 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port, wait_until
+
 DEMO_FILE = b"Chapter 1: messages are cheap, lost messages are not.\n"  # what `market demo` uploads
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(what: str, probe, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def get(url: str):
