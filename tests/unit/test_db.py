@@ -1,5 +1,6 @@
 """Transactions on the embedded mode's SQLite behave like locked rows, and hold one connection per thread."""
 
+import http.client
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -119,3 +120,27 @@ def test_sending_outbox_messages_after_commit_never_holds_two_connections_in_one
     assert most[threading.get_ident()] == 1
     assert all(r["sent_at"] is not None for r in system.rows("api", "SELECT sent_at FROM outbox"))
     system.drain()
+
+
+def test_concurrent_approvals_of_one_product_notify_the_seller_once(system, served):
+    seller = system.user("seller")
+    product = system.call("POST", "/products", {"title": "Race Book", "price_minor": 900, "currency": "USD"},
+                          seller["token"]).json
+    token, start = system.admin(), threading.Barrier(4)
+
+    def approve() -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", served, timeout=60)
+        start.wait(timeout=30)
+        connection.request("POST", f"/admin/products/{product['id']}/approve",
+                           headers={"Authorization": f"Bearer {token}"})
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda _: approve(), range(4)))
+    system.drain()
+
+    assert statuses == [200, 409, 409, 409]
+    assert len(system.rows("api", "SELECT * FROM notifications WHERE user_id = :u", u=seller["id"])) == 1
+    assert len(system.mails()) == 1

@@ -7,24 +7,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-from werkzeug.serving import make_server
-
-from services import runner
 from tests.unit.system import stripe_event, stripe_headers
 
 BURST = 100
-
-
-@pytest.fixture
-def server(system):
-    """The embedded mode's WSGI app behind werkzeug's threaded server, as `market up` serves it."""
-    httpd = make_server("127.0.0.1", 0, runner.web_app(), threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.port
-    httpd.shutdown()
-    thread.join(timeout=30)
 
 
 def pending_orders(system, count: int) -> list[dict]:
@@ -64,12 +49,12 @@ def paid_count(system, order_ids: list[int]) -> int:
     return sum(r["status"] == "paid" for r in rows)
 
 
-def test_a_burst_of_a_hundred_distinct_webhooks_is_answered_and_pays_every_order(system, server, caplog):
+def test_a_burst_of_a_hundred_distinct_webhooks_is_answered_and_pays_every_order(system, served, caplog):
     sales = pending_orders(system, BURST)
     bodies = [json.dumps(stripe_event(s["order"])) for s in sales]
     caplog.set_level(logging.WARNING)
 
-    statuses = post_at_once(server, bodies)
+    statuses = post_at_once(served, bodies)
 
     assert sorted(set(statuses)) == [200], statuses
     ids = [s["order"]["id"] for s in sales]
