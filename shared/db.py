@@ -83,7 +83,7 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     # SQLAlchemy emits BEGIN itself (below): pysqlite's own would come only before the first write, so
     # a read-then-write transaction would not be atomic.
     dbapi_connection.isolation_level = None
-    # WAL lets readers outside a transaction (the pool's pre-checks, PRAGMAs) work while one writes.
+    # WAL: committing is cheap, and readers outside any transaction (a sqlite3 shell) never wait for a writer.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -105,7 +105,8 @@ def _sessions(service: str) -> sessionmaker[Session]:
 @contextmanager
 def transaction(service: str) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any exception; once it has committed and its
-    connection is back in the pool, the callbacks registered with `after_release` run."""
+    connection is back in the pool, the callbacks registered with `after_release` run.
+    Never open one inside another of the same service: on SQLite the inner one waits for the outer's lock."""
     session = _sessions(service)()
     try:
         with session.begin():
@@ -120,8 +121,8 @@ def transaction(service: str) -> Iterator[Session]:
 
 def after_release(session: Session, callback: Callable[[], None]) -> None:
     """Run `callback` once `session`'s transaction has committed and its connection is back in the pool.
-    For work after a commit (an `after_commit` hook): work that needs a connection of its own must not take a second one
-    while the session still holds its first (under concurrency the pool runs dry and every thread waits)."""
+    For an `after_commit` hook whose work needs a connection: taken there, it would be a second one held
+    beside the session's own, and under concurrency every thread would wait for the pool."""
     session.info.setdefault(_AFTER_RELEASE, []).append(callback)
 
 
