@@ -4,7 +4,8 @@ The outbox, inbox and failed-jobs tables live in every service's own database; t
 carry messages, never business data.
 """
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -17,6 +18,8 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from shared.settings import get_settings
 
+log = logging.getLogger(__name__)
+_AFTER_RELEASE = "after_release"
 kernel_metadata = sa.MetaData()
 
 outbox = sa.Table(
@@ -62,22 +65,37 @@ class Base(DeclarativeBase):
 
 @cache
 def engine_for(service: str) -> sa.Engine:
-    url = make_url(get_settings().database_url_for(service))
+    settings = get_settings()
+    url = make_url(settings.database_url_for(service))
+    # A thread holds at most one connection per database (see `after_release`), so the pool only has to
+    # cover the process's threads; past that a request waits briefly, then fails instead of hanging.
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout_s}
     if url.get_backend_name() == "sqlite":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.QueuePool, **pool)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(url, pool_pre_ping=True, **pool)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # WAL lets the embedded mode's threads read while one writes.
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    # SQLAlchemy emits BEGIN itself (below): pysqlite's own would come only before the first write, so
+    # a read-then-write transaction would not be atomic.
+    dbapi_connection.isolation_level = None
+    # WAL: committing is cheap, and readers outside any transaction (a sqlite3 shell) never wait for a writer.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection) -> None:
+    # IMMEDIATE takes the write lock at once, so every transaction is serialised as if it had locked its
+    # rows FOR UPDATE (which SQLite ignores): two read-then-write transactions cannot interleave.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @cache
@@ -87,9 +105,34 @@ def _sessions(service: str) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(service: str) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on any exception."""
-    with _sessions(service).begin() as session:
-        yield session
+    """A session whose work commits on success and rolls back on any exception; once it has committed and its
+    connection is back in the pool, the callbacks registered with `after_release` run.
+    Never open one inside another of the same service: on SQLite the inner one waits for the outer's lock."""
+    session = _sessions(service)()
+    try:
+        with session.begin():
+            yield session
+    except BaseException:
+        session.info.pop(_AFTER_RELEASE, None)  # nothing was committed, so nothing follows
+        raise
+    finally:
+        session.close()
+        _run_after_release(session)
+
+
+def after_release(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once `session`'s transaction has committed and its connection is back in the pool.
+    For an `after_commit` hook whose work needs a connection: taken there, it would be a second one held
+    beside the session's own, and under concurrency every thread would wait for the pool."""
+    session.info.setdefault(_AFTER_RELEASE, []).append(callback)
+
+
+def _run_after_release(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_RELEASE, []):
+        try:
+            callback()
+        except Exception:  # the transaction committed: its caller must not see it as failed
+            log.exception("A callback after the %s transaction failed.", session.info.get("service"))
 
 
 def migrate(service: str, metadata: sa.MetaData) -> None:

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from dramatiq import Message
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
-from shared.db import engine_for, inbox, outbox, transaction
+from shared.db import after_release, engine_for, inbox, outbox, transaction
 from shared.messaging import PermanentError, broker_for, reaches_workers
 from shared.settings import get_settings
 
@@ -52,10 +53,15 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
 def _dispatch_after_commit(session: Session) -> None:
     rows = session.info.pop("outbox", None)
     if rows:
-        try:
-            _send_rows(session.info["service"], rows)
-        except Exception:
-            log.exception("Sending %d outbox messages after commit failed; the relay will send them.", len(rows))
+        # Marking the rows sent takes a connection: only once the session has given its own back.
+        after_release(session, partial(_send_after_commit, session.info["service"], rows))
+
+
+def _send_after_commit(owner: str, rows: list[dict]) -> None:
+    try:
+        _send_rows(owner, rows)
+    except Exception:
+        log.exception("Sending %d outbox messages after commit failed; the relay will send them.", len(rows))
 
 
 @sa_event.listens_for(Session, "after_rollback")

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     mailer_broker_url: str | None = None
     media_broker_url: str | None = None
     reports_broker_url: str | None = None
+    # Connections per service database in each process. A thread holds at most one, so the pool covers the
+    # threads that use it (gunicorn's, a worker's MARKET_WORKER_THREADS plus its relay, purge and upkeep
+    # threads); they open only on demand. A thread waiting longer than the timeout gets an error, not a hang.
+    db_pool_size: int = 20
+    db_max_overflow: int = 10
+    db_pool_timeout_s: float = 5.0
 
     # Payment providers
     stripe_webhook_secret: str = "whsec_dev_only_change_me"

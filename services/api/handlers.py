@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.api.models import CartItem, Order, User, WebhookEvent
-from services.api.payments import PAYMENT_READERS
+from services.api.payments import PAYMENT_READERS, InvalidPayment
 from shared.contracts import PurchaseCompleted, PurchaseLine
 from shared.messaging import PermanentError
 from shared.outbox import publish
@@ -23,7 +23,10 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     if event.status != "received":
         return
     event.processed_at = datetime.now(UTC)
-    payment = PAYMENT_READERS[event.provider](event.payload)
+    try:
+        payment = PAYMENT_READERS[event.provider](event.payload)
+    except InvalidPayment as exc:  # the provider signed it: sending it again would not change it
+        return _reject(event, str(exc))
     if payment is None:
         event.status, event.detail = "ignored", f"{event.event_type} needs no action"
         return
@@ -31,9 +34,7 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     order = session.scalars(sa.select(Order).where(column == payment.reference).with_for_update()).first()
     problem = _mismatch(order, payment, event.provider)
     if problem:
-        event.status, event.detail = "rejected", problem
-        log.warning("Webhook %s/%s rejected: %s.", event.provider, event.event_id, problem)
-        return
+        return _reject(event, problem)
     event.status = "processed"
     if order.status == "paid":
         event.detail = "order already paid"
@@ -42,6 +43,11 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     else:
         _mark_paid(session, order, payment.payment_id)
         event.detail = f"order {order.id} paid"
+
+
+def _reject(event: WebhookEvent, problem: str) -> None:
+    event.status, event.detail = "rejected", problem
+    log.warning("Webhook %s/%s rejected: %s.", event.provider, event.event_id, problem)
 
 
 def _mismatch(order: Order | None, payment, provider: str) -> str | None:

@@ -11,14 +11,45 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
 
 class WebhookRejected(Exception):
     """The request is not a genuine, well-formed provider notification."""
+
+
+class InvalidPayment(ValueError):
+    """A genuine notification whose payment cannot be read: rejecting it is final, retrying cannot help."""
+
+
+class Strict(BaseModel):
+    """A provider's object read by type, never converted (`bool` is not an int, "1999" not a number);
+    fields we do not use are ignored, as providers add them freely."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+M = TypeVar("M", bound=Strict)
+
+
+def _json_number(value: object) -> object:
+    # bool is an int in Python, and text would be converted by Decimal: neither is a number the provider sent.
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+Count = Annotated[int, Field(ge=0)]
+# An amount in major units as a JSON number (read as Decimal, see _json_object): at most two decimals.
+JsonAmount = Annotated[Decimal, BeforeValidator(_json_number), Field(strict=False, ge=0, decimal_places=2,
+                                                                     max_digits=15)]
+# A plain decimal string: no sign, exponent, spaces, Infinity/NaN or non-ASCII digits (which Decimal accepts).
+TextAmount = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,13}(\.[0-9]{1,2})?$")]
 
 
 @dataclass(frozen=True)
@@ -68,18 +99,49 @@ def verify_stripe(body: bytes, header: str | None, secret: str, tolerance: int, 
     return Received(event["id"], event["type"], body.decode())
 
 
+class StripeData(Strict):
+    object: dict[str, Any]
+
+
+class StripeEvent(Strict):
+    id: str
+    type: str
+    data: StripeData
+
+
+class StripePaymentIntent(Strict):
+    id: str
+    amount_received: Count
+    currency: str
+    metadata: dict[str, str] | None = None
+
+
+class StripeCheckoutSession(Strict):
+    id: str
+    payment_status: str
+    amount_total: Count | None = None
+    currency: str | None = None
+    client_reference_id: str | None = None
+    payment_intent: str | None = None
+    metadata: dict[str, str] | None = None
+
+
 def stripe_payment(payload: str) -> Payment | None:
     """The payment in a Stripe event, or None for event types we do not act on."""
-    event = json.loads(payload)
-    obj = event.get("data", {}).get("object", {})
-    metadata = obj.get("metadata") or {}
-    if event["type"] == "payment_intent.succeeded":
-        return Payment(metadata.get("order_reference", ""), int(obj.get("amount_received", -1)),
-                       str(obj.get("currency", "")).upper(), str(obj.get("id", "")), True)
-    if event["type"].startswith("checkout.session.") and obj.get("payment_status") == "paid":
-        reference = obj.get("client_reference_id") or metadata.get("order_reference", "")
-        return Payment(reference, int(obj.get("amount_total", -1)), str(obj.get("currency", "")).upper(),
-                       str(obj.get("payment_intent") or obj.get("id", "")), True)
+    event = _read(StripeEvent, _stored_json(payload), "Stripe event")
+    if event.type == "payment_intent.succeeded":
+        intent = _read(StripePaymentIntent, event.data.object, "Stripe payment_intent")
+        return Payment((intent.metadata or {}).get("order_reference", ""), intent.amount_received,
+                       intent.currency.upper(), intent.id, True)
+    if event.type.startswith("checkout.session."):
+        session = _read(StripeCheckoutSession, event.data.object, "Stripe checkout.session")
+        if session.payment_status != "paid":
+            return None
+        if session.amount_total is None or session.currency is None:
+            raise InvalidPayment("Stripe checkout.session: a paid session without amount_total or currency")
+        reference = session.client_reference_id or (session.metadata or {}).get("order_reference", "")
+        return Payment(reference, session.amount_total, session.currency.upper(),
+                       session.payment_intent or session.id, True)
     return None
 
 
@@ -130,52 +192,115 @@ def verify_paytm(form: dict[str, str], key: str) -> Received:
     return Received(f"{params['TXNID']}:{params['STATUS']}", params["STATUS"], json.dumps(params, sort_keys=True))
 
 
+class PaytmNotification(Strict):
+    ORDERID: str
+    TXNID: str
+    TXNAMOUNT: TextAmount
+    STATUS: str
+    CURRENCY: str = "INR"
+    RESPMSG: str = ""
+
+
 def paytm_payment(payload: str) -> Payment:
-    params = json.loads(payload)
-    return Payment(params["ORDERID"], _minor(params["TXNAMOUNT"]), params.get("CURRENCY", "INR").upper(),
-                   params["TXNID"], params["STATUS"] == "TXN_SUCCESS",
-                   f"{params['STATUS']}: {params.get('RESPMSG', '')}".strip())
+    note = _read(PaytmNotification, _stored_json(payload), "Paytm notification")
+    return Payment(note.ORDERID, _minor(Decimal(note.TXNAMOUNT)), note.CURRENCY.upper(), note.TXNID,
+                   note.STATUS == "TXN_SUCCESS", f"{note.STATUS}: {note.RESPMSG}".strip())
 
 
 # --- M-Pesa (Daraja STK push callback) ------------------------------------------------------
 
+class MpesaItem(Strict):
+    Name: str
+    Value: Any = None
+
+
+class MpesaMetadata(Strict):
+    Item: list[MpesaItem]
+
+
+class StkCallback(Strict):
+    CheckoutRequestID: str
+    ResultCode: int
+    ResultDesc: str = ""
+    CallbackMetadata: MpesaMetadata | None = None
+
+
+class MpesaBody(Strict):
+    stkCallback: StkCallback
+
+
+class MpesaCallback(Strict):
+    Body: MpesaBody
+
+
+class MpesaPaid(Strict):
+    """The items of a successful callback."""
+
+    Amount: JsonAmount
+    MpesaReceiptNumber: str = ""
+
+
 def verify_mpesa(body: bytes) -> Received:
-    """Daraja callbacks are unsigned: the secret in the URL and a known checkout id are the check."""
-    outer = _json_object(body).get("Body")
-    callback = outer.get("stkCallback") if isinstance(outer, dict) else None
-    if not isinstance(callback, dict) or not isinstance(callback.get("CheckoutRequestID"), str):
-        raise WebhookRejected("not a Daraja STK callback (Body.stkCallback.CheckoutRequestID missing)")
-    if not isinstance(callback.get("ResultCode"), int):
-        raise WebhookRejected("Daraja STK callback without an integer ResultCode")
-    return Received(callback["CheckoutRequestID"], f"stk.result.{callback['ResultCode']}", body.decode())
+    """Daraja callbacks are unsigned: the secret in the URL and a known checkout id are the check, and
+    anything malformed is refused here, before it is stored."""
+    try:
+        callback = _read(MpesaCallback, _json_object(body), "Daraja STK callback").Body.stkCallback
+        _mpesa_payment(callback)
+    except InvalidPayment as exc:
+        raise WebhookRejected(str(exc)) from None
+    return Received(callback.CheckoutRequestID, f"stk.result.{callback.ResultCode}", body.decode())
 
 
 def mpesa_payment(payload: str) -> Payment:
-    callback = json.loads(payload)["Body"]["stkCallback"]
-    items = {i.get("Name"): i.get("Value") for i in (callback.get("CallbackMetadata") or {}).get("Item", [])}
-    succeeded = callback["ResultCode"] == 0
-    amount = _minor(str(items["Amount"])) if succeeded and "Amount" in items else -1
-    return Payment(callback["CheckoutRequestID"], amount, "KES", str(items.get("MpesaReceiptNumber", "")),
-                   succeeded, str(callback.get("ResultDesc", "")))
+    return _mpesa_payment(_read(MpesaCallback, _stored_json(payload), "Daraja STK callback").Body.stkCallback)
+
+
+def _mpesa_payment(callback: StkCallback) -> Payment:
+    if callback.ResultCode != 0:
+        return Payment(callback.CheckoutRequestID, -1, "KES", "", False, callback.ResultDesc)
+    items = {i.Name: i.Value for i in (callback.CallbackMetadata.Item if callback.CallbackMetadata else [])}
+    paid = _read(MpesaPaid, items, "Daraja STK callback item")
+    return Payment(callback.CheckoutRequestID, _minor(paid.Amount), "KES", paid.MpesaReceiptNumber, True,
+                   callback.ResultDesc)
 
 
 PAYMENT_READERS = {"stripe": stripe_payment, "paytm": paytm_payment, "mpesa": mpesa_payment}
 
 
 def _json_object(body: bytes) -> dict:
+    """The body as a JSON object; fractions are read as Decimal, exactly as sent."""
     try:
-        value = json.loads(body.decode("utf-8"))  # providers send UTF-8; anything else is refused
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError) as exc:  # providers send UTF-8; anything else is refused
         raise WebhookRejected(f"body is not JSON: {exc}") from exc
+    except RecursionError:  # json raises this, not ValueError, on deeply nested input
+        raise WebhookRejected("body is not JSON we read: nested too deeply") from None
     if not isinstance(value, dict):
         raise WebhookRejected("body is not a JSON object")
     return value
 
 
-def _minor(amount: str) -> int:
-    """'100.50' -> 10050; amounts with more than two decimals are refused, never rounded."""
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _stored_json(payload: str) -> dict:
+    """A stored body: it was read once at the edge, so failing now is final."""
     try:
-        value = Decimal(amount) * 100
-    except InvalidOperation:
-        return -1
-    return int(value) if value == value.to_integral_value() and value >= 0 else -1
+        return _json_object(payload.encode())
+    except WebhookRejected as exc:
+        raise InvalidPayment(str(exc)) from None
+
+
+def _read(model: type[M], value: object, what: str) -> M:
+    """`value` as `model`, or an InvalidPayment naming each bad field."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise InvalidPayment(f"invalid {what}: {problems}") from None
+
+
+def _minor(amount: Decimal) -> int:
+    """25.50 -> 2550; the types above already allow at most two decimals."""
+    return int(amount * 100)

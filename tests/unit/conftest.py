@@ -15,9 +15,11 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 import shutil  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.test import Client  # noqa: E402
 
 from services import registry, runner  # noqa: E402
@@ -57,3 +59,14 @@ def clean_system() -> System:
     for folder in (settings.mail_dir, settings.storage_dir):
         shutil.rmtree(folder, ignore_errors=True)
     return System(Client(runner.web_app()), Path(_DATA))
+
+
+@pytest.fixture
+def served(system) -> int:
+    """The system behind werkzeug's threaded server, as `market up` serves it embedded; yields the port."""
+    httpd = make_server("127.0.0.1", 0, runner.web_app(), threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.port
+    httpd.shutdown()
+    thread.join(timeout=30)
