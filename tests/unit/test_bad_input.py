@@ -101,8 +101,9 @@ def mpesa(secret: str | None = None) -> Callable[[World], str]:
 
 
 def stk(result_code=0, checkout: str = "ws_CO_unknown") -> dict:
-    return {"Body": {"stkCallback": {"MerchantRequestID": "1", "CheckoutRequestID": checkout,
-                                     "ResultCode": result_code, "ResultDesc": "ok"}}}
+    items = [{"Name": "Amount", "Value": 19.99}, {"Name": "MpesaReceiptNumber", "Value": "R1"}]
+    return {"Body": {"stkCallback": {"MerchantRequestID": "1", "CheckoutRequestID": checkout, "ResultCode": result_code,
+                                     "ResultDesc": "ok", "CallbackMetadata": {"Item": items}}}}
 
 
 def link(payload) -> Callable[[World], str]:
@@ -272,6 +273,8 @@ CASES = [
          content_type="application/json"),
     Case("mpesa not a callback", "POST", mpesa(), 400, "stkCallback", json={"Body": {}}),
     Case("mpesa result code false", "POST", mpesa(), 400, "ResultCode", json=stk(result_code=False)),
+    Case("mpesa paid without amount", "POST", mpesa(), 400, "Amount",
+         json={"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_x", "ResultCode": 0, "ResultDesc": "ok"}}}),
     Case("mpesa result code text", "POST", mpesa(), 400, "ResultCode", json=stk(result_code="0")),
     Case("mpesa unknown checkout", "POST", mpesa(), 404, "no pending checkout request", json=stk()),
     # --- downloads -------------------------------------------------------------------------------------------
