@@ -36,6 +36,10 @@ SECRET = "whsec_bench_burst"
 LOG_PROBLEMS = re.compile(r"QueuePool limit|TimeoutError|database is locked|Traceback")
 
 
+PASSWORD = "bench pass phrase"
+UNLIMITED = {"MARKET_RATE_LIMIT_REGISTER": "100000/minute"}  # one address registers every buyer
+
+
 def call(api: str, method: str, path: str, body=None, token: str | None = None) -> dict:
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
     request = urllib.request.Request(f"{api}{path}", json.dumps(body).encode() if body is not None else None,
@@ -70,13 +74,15 @@ def admin_token(env: dict) -> str:
 
 def pending_orders(api: str, env: dict, count: int) -> list[dict]:
     """`count` buyers, each with one pending Stripe order for one approved product."""
-    seller = call(api, "POST", "/users", {"email": f"seller-{uuid.uuid4().hex[:8]}@example.com", "name": "Sam"})
+    seller = call(api, "POST", "/users", {"email": f"seller-{uuid.uuid4().hex[:8]}@example.com", "name": "Sam",
+                                         "password": PASSWORD})
     product = call(api, "POST", "/products", {"title": "Burst Book", "price_minor": 1500, "currency": "USD"},
                    seller["token"])
     call(api, "POST", f"/admin/products/{product['id']}/approve", token=admin_token(env))
     orders = []
     for n in range(count):
-        buyer = call(api, "POST", "/users", {"email": f"buyer{n}-{uuid.uuid4().hex[:8]}@example.com", "name": "Bea"})
+        buyer = call(api, "POST", "/users", {"email": f"buyer{n}-{uuid.uuid4().hex[:8]}@example.com", "name": "Bea",
+                                             "password": PASSWORD})
         call(api, "POST", "/cart/items", {"product_id": product["id"]}, buyer["token"])
         orders.append({"order": call(api, "POST", "/orders", {"provider": "stripe"}, buyer["token"]), "buyer": buyer})
     return orders
@@ -163,7 +169,7 @@ def log_problems(log: str) -> str:
 def embedded(count: int) -> None:
     data, port = Path(tempfile.mkdtemp(prefix="mkt-burst-")), free_port()
     env = clean_env(MARKET_DATA_DIR=str(data / "var"), MARKET_API_BIND=f"127.0.0.1:{port}",
-                    MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING")
+                    MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
     try:
         measure("embedded (werkzeug threaded, SQLite, in-memory brokers)", env, port, count, data / "up.log")
     finally:
@@ -177,7 +183,7 @@ def processes(count: int, web_workers: int) -> None:
                     MARKET_MEDIA_BIND=f"127.0.0.1:{free_port()}", MARKET_DATABASE_URL=databases,
                     MARKET_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost or '%2F'}",
                     MARKET_WEB_WORKERS=str(web_workers), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
-                    MARKET_LOG_LEVEL="WARNING")
+                    MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
     try:
         measure(f"processes (gunicorn {web_workers} sync workers, PostgreSQL, RabbitMQ)", env, port, count,
                 data / "up.log")

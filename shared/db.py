@@ -5,6 +5,7 @@ carry messages, never business data.
 """
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -20,6 +21,7 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 _AFTER_RELEASE = "after_release"
+_TURN = "sqlite_turn"
 kernel_metadata = sa.MetaData()
 
 outbox = sa.Table(
@@ -75,7 +77,12 @@ def engine_for(service: str) -> sa.Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.QueuePool, **pool)
         event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
+        turn = threading.Lock()
+        event.listen(engine, "begin", lambda conn: _sqlite_begin(conn, turn))
+        for ending in ("commit", "rollback"):
+            event.listen(engine, ending, lambda conn: _give_turn_back(conn.info))
+        for ending in ("reset", "invalidate"):  # a connection given back or dropped mid-transaction
+            event.listen(engine, ending, lambda _dbapi, record, *_: _give_turn_back(record.info))
         return engine
     return sa.create_engine(url, pool_pre_ping=True, **pool)
 
@@ -92,10 +99,25 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection) -> None:
+def _sqlite_begin(connection, turn: threading.Lock) -> None:
     # IMMEDIATE takes the write lock at once, so every transaction is serialised as if it had locked its
     # rows FOR UPDATE (which SQLite ignores): two read-then-write transactions cannot interleave.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # The threads of this process first queue for their turn on a lock of their own: SQLite's busy handler
+    # polls with growing sleeps, so under a burst some waiters would lose the race again and again.
+    if not turn.acquire(timeout=30):
+        raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("waited 30 s for the database"))
+    connection.info[_TURN] = turn
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        _give_turn_back(connection.info)
+        raise
+
+
+def _give_turn_back(info: dict) -> None:
+    turn = info.pop(_TURN, None)
+    if turn is not None:
+        turn.release()
 
 
 @cache
