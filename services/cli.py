@@ -8,7 +8,7 @@ import click
 import sqlalchemy as sa
 
 from services import registry
-from shared.settings import SERVICES, get_settings
+from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
 service_arg = click.argument("service", type=click.Choice(SERVICES))
 
@@ -31,6 +31,7 @@ def up(bind: str | None) -> None:
     if get_settings().embedded:
         runner.run_embedded()
     else:
+        _require_real_secrets("up")
         runner.run_processes()
 
 
@@ -49,6 +50,7 @@ def migrate() -> None:
 @click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
 def serve(app: str, bind: str | None, workers: int | None) -> None:
     """Serve the api or media's download app under gunicorn."""
+    _require_real_secrets(f"{app}-web")
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
     args = ["gunicorn", "--bind", bind, "--workers", str(workers or settings.web_workers),
@@ -63,6 +65,7 @@ def serve(app: str, bind: str | None, workers: int | None) -> None:
 @click.option("--threads", type=int, help="threads per process (default MARKET_WORKER_THREADS)")
 def worker(service: str, processes: int | None, threads: int | None) -> None:
     """Run one Dramatiq worker for SERVICE, consuming only its own queues."""
+    _require_real_secrets(f"{service}-worker")
     settings = get_settings()
     args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
             "--processes", str(processes or settings.worker_processes),
@@ -198,6 +201,13 @@ def test_lead(lead_id: int | None, user_id: int | None) -> None:
                f"<{user.email}>.")
     if get_settings().embedded:
         click.echo("The running system's outbox relay sends it to the mailer within a few seconds.")
+
+
+def _require_real_secrets(process: str) -> None:
+    try:
+        require_real_secrets(process)
+    except InsecureSecrets as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 def _ids(ids: tuple[str, ...]) -> list[int]:

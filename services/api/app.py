@@ -7,10 +7,12 @@ from services.api import campaigns, catalog, leads, notifications, orders, revie
 from services.api.http import register_errors
 from shared import observability
 from shared.db import transaction
+from shared.settings import require_real_secrets
 
 
 def create_app() -> Flask:
     observability.setup("api")
+    require_real_secrets("api-web")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 200 * 1024 * 1024
     app.json.sort_keys = False

@@ -14,9 +14,9 @@ import pytest
 import stripe
 from aiosmtpd.controller import Controller
 
-from tests.integration.conftest import REDIS, base_env, clean_brokers, free_port, wait_until
+from tests.integration.conftest import REDIS, SECRETS, base_env, clean_brokers, free_port, wait_until
 
-SECRET = "whsec_end_to_end"
+SECRET = SECRETS["MARKET_STRIPE_WEBHOOK_SECRET"]
 CONSUMERS = ["api", "billing", "mailer", "media", "reports"]
 
 
@@ -70,7 +70,7 @@ def test_a_stripe_webhook_drives_a_purchase_through_separate_processes_exactly_o
     clean_brokers(redis_db=5)
     processes.env = base_env(
         tmp_path, databases, MARKET_MAILER_BROKER_URL=f"{REDIS}/5", MARKET_MAIL_TRANSPORT="smtp",
-        MARKET_SMTP_PORT=str(smtp_port), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
+        MARKET_SMTP_PORT=str(smtp_port),
         MARKET_API_BIND=f"127.0.0.1:{api_port}", MARKET_MEDIA_BIND=f"127.0.0.1:{media_port}",
         MARKET_OUTBOX_RELAY_AFTER_S="1")
     processes.run("migrate")
