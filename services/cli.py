@@ -54,7 +54,8 @@ def serve(app: str, bind: str | None, workers: int | None) -> None:
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
     args = ["gunicorn", "--bind", bind, "--workers", str(workers or settings.web_workers),
-            # No access log: paths carry the M-Pesa callback secret and signed download tokens.
+            # Paths carry the M-Pesa callback secret and signed download tokens: this logger scrubs both logs.
+            "--logger-class", "shared.observability.GunicornLogger", "--access-logfile", "-",
             "--graceful-timeout", "20", f"{registry.WEB_APPS[app]}()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
