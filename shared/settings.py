@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     api_bind: str = "127.0.0.1:8000"
     media_bind: str = "127.0.0.1:8001"
     web_workers: int = 2
+    # gthread workers: a slow client holds one thread, not a whole worker (see README, "Slow clients").
+    web_threads: int = 32
 
     sentry_dsn: str | None = None
     log_level: str = "INFO"
