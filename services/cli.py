@@ -50,7 +50,7 @@ def migrate() -> None:
 @click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
 @click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND)")
 @click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
-@click.option("--threads", type=int, help="threads per worker process (default MARKET_WEB_THREADS)")
+@click.option("--threads", type=click.IntRange(1), help="threads per worker process (default MARKET_WEB_THREADS)")
 def serve(app: str, bind: str | None, workers: int | None, threads: int | None) -> None:
     """Serve the api or media's download app under gunicorn (threaded workers)."""
     _require_real_secrets(f"{app}-web")

@@ -48,7 +48,7 @@ class MaintainedRedisBroker(RedisBroker):
 
 
 class PeriodicDuties(Middleware):
-    """Runs each duty every its interval seconds, each in a daemon thread, while the worker is up.
+    """Runs each duty at its own interval, each in a daemon thread, while the worker is up.
 
     One per broker, holding all its duties: Dramatiq warns about every second middleware of one type."""
 
