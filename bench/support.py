@@ -1,6 +1,7 @@
 """What the benchmarks share: the servers' addresses and fresh databases they drop afterwards."""
 
 import os
+import secrets
 import socket
 import uuid
 from pathlib import Path
@@ -22,9 +23,17 @@ def fresh_database_template() -> str:
     return f"{PG}/mkt_bench_{uuid.uuid4().hex[:8]}_{{service}}"
 
 
+def real_secrets() -> dict:
+    """Fresh secrets: with real brokers the processes refuse the repository's development values."""
+    return {"MARKET_STRIPE_WEBHOOK_SECRET": f"whsec_{secrets.token_urlsafe(32)}",
+            "MARKET_PAYTM_MERCHANT_KEY": secrets.token_urlsafe(12),  # 16 characters: an AES-128 key
+            "MARKET_MPESA_CALLBACK_SECRET": secrets.token_urlsafe(32),
+            "MARKET_MEDIA_SIGNING_SECRET": secrets.token_urlsafe(32)}
+
+
 def clean_env(**settings: str) -> dict:
-    """This process's environment without any MARKET_ variable, plus `settings`."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | settings
+    """This process's environment without any MARKET_ variable, with fresh secrets, plus `settings`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | real_secrets() | settings
 
 
 def drop_databases(template: str) -> None:

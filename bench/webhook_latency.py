@@ -13,6 +13,7 @@ import hmac
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -25,7 +26,7 @@ import uuid
 
 from support import ROOT, clean_env, drop_databases, free_port, fresh_database_template
 
-SECRET = "whsec_bench"
+SECRET = f"whsec_{secrets.token_urlsafe(32)}"
 
 
 

@@ -8,7 +8,7 @@ import click
 import sqlalchemy as sa
 
 from services import registry
-from shared.settings import SERVICES, get_settings
+from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
 service_arg = click.argument("service", type=click.Choice(SERVICES))
 
@@ -19,18 +19,21 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--bind", help="host:port of the embedded server (default MARKET_API_BIND, 127.0.0.1:8000)")
-def up(bind: str | None) -> None:
+@click.option("--bind", help="host:port of the API (default MARKET_API_BIND, 127.0.0.1:8000)")
+@click.option("--port", type=click.IntRange(1, 65535), help="the API's port, on the host of --bind")
+def up(bind: str | None, port: int | None) -> None:
     """Run everything: one process with no servers by default, or one process per service
     when broker URLs (MARKET_BROKER_URL, MARKET_<SERVICE>_BROKER_URL) point at RabbitMQ or Redis."""
     from services import runner
 
-    if bind:
-        os.environ["MARKET_API_BIND"] = bind
+    if bind or port:
+        host, _, default_port = (bind or get_settings().api_bind).rpartition(":")
+        os.environ["MARKET_API_BIND"] = f"{host}:{port or default_port}"
         get_settings.cache_clear()
     if get_settings().embedded:
         runner.run_embedded()
     else:
+        _require_real_secrets("up")
         runner.run_processes()
 
 
@@ -47,12 +50,18 @@ def migrate() -> None:
 @click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
 @click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND)")
 @click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
-def serve(app: str, bind: str | None, workers: int | None) -> None:
-    """Serve the api or media's download app under gunicorn."""
+@click.option("--threads", type=click.IntRange(1), help="threads per worker process (default MARKET_WEB_THREADS)")
+def serve(app: str, bind: str | None, workers: int | None, threads: int | None) -> None:
+    """Serve the api or media's download app under gunicorn (threaded workers)."""
+    _require_real_secrets(f"{app}-web")
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
     args = ["gunicorn", "--bind", bind, "--workers", str(workers or settings.web_workers),
-            # No access log: paths carry the M-Pesa callback secret and signed download tokens.
+            # A sync worker is held by one client for as long as it takes to send its request: two clients
+            # sending a byte a second stopped the api. A gthread worker gives each connection a thread.
+            "--worker-class", "gthread", "--threads", str(threads or settings.web_threads),
+            # Paths carry the M-Pesa callback secret and signed download tokens: this logger scrubs both logs.
+            "--logger-class", "shared.observability.GunicornLogger", "--access-logfile", "-",
             "--graceful-timeout", "20", f"{registry.WEB_APPS[app]}()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
@@ -63,6 +72,7 @@ def serve(app: str, bind: str | None, workers: int | None) -> None:
 @click.option("--threads", type=int, help="threads per process (default MARKET_WORKER_THREADS)")
 def worker(service: str, processes: int | None, threads: int | None) -> None:
     """Run one Dramatiq worker for SERVICE, consuming only its own queues."""
+    _require_real_secrets(f"{service}-worker")
     settings = get_settings()
     args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
             "--processes", str(processes or settings.worker_processes),
@@ -104,6 +114,7 @@ def failed() -> None:
 @failed.command("list")
 @service_arg
 def failed_list(service: str) -> None:
+    """List SERVICE's failed jobs, oldest first, with the last line of each error."""
     from services import failed_jobs
 
     rows = failed_jobs.listing(service)
@@ -118,6 +129,7 @@ def failed_list(service: str) -> None:
 @click.argument("ids", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="retry every failed job of SERVICE")
 def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
+    """Send failed jobs of SERVICE again (by id, or --all) with a fresh retry budget; they leave the store."""
     from services import failed_jobs
 
     if not ids and not everything:
@@ -130,6 +142,7 @@ def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
 @service_arg
 @click.argument("ids", nargs=-1, required=True)
 def failed_forget(service: str, ids: tuple[str, ...]) -> None:
+    """Delete failed jobs of SERVICE by id, without retrying them."""
     from services import failed_jobs
 
     click.echo(f"Forgot {failed_jobs.forget(service, _ids(ids))} failed job(s) of {service}.")
@@ -138,6 +151,7 @@ def failed_forget(service: str, ids: tuple[str, ...]) -> None:
 @failed.command("flush")
 @service_arg
 def failed_flush(service: str) -> None:
+    """Delete every failed job of SERVICE, without retrying them."""
     from services import failed_jobs
 
     click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
@@ -216,6 +230,13 @@ def test_lead(lead_id: int | None, user_id: int | None) -> None:
                f"<{user.email}>.")
     if get_settings().embedded:
         click.echo("The running system's outbox relay sends it to the mailer within a few seconds.")
+
+
+def _require_real_secrets(process: str) -> None:
+    try:
+        require_real_secrets(process)
+    except InsecureSecrets as refused:
+        raise click.ClickException(str(refused)) from None
 
 
 def _ids(ids: tuple[str, ...]) -> list[int]:

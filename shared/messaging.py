@@ -9,6 +9,7 @@
 import logging
 import threading
 import traceback
+from collections.abc import Callable
 from functools import cache
 
 import dramatiq
@@ -46,26 +47,41 @@ class MaintainedRedisBroker(RedisBroker):
             self._forced.on = False
 
 
-class Periodic(Middleware):
-    """Runs `fn` every `interval` seconds in a daemon thread while the worker is up."""
+class PeriodicDuties(Middleware):
+    """Runs each duty at its own interval, each in a daemon thread, while the worker is up.
 
-    def __init__(self, name: str, interval: float, fn):
-        self.name, self.interval, self.fn = name, interval, fn
+    One per broker, holding all its duties: Dramatiq warns about every second middleware of one type."""
+
+    def __init__(self):
+        self.duties: dict[str, tuple[float, Callable[[], object]]] = {}
         self._stop = threading.Event()
+
+    @classmethod
+    def of(cls, broker: dramatiq.Broker) -> "PeriodicDuties":
+        """The broker's one PeriodicDuties, added on first use."""
+        found = next((m for m in broker.middleware if isinstance(m, cls)), None)
+        if found is None:
+            found = cls()
+            broker.add_middleware(found)
+        return found
+
+    def add(self, name: str, interval: float, fn: Callable[[], object]) -> None:
+        self.duties[name] = (interval, fn)  # by name: adding a duty again replaces it
 
     def after_worker_boot(self, broker, worker) -> None:
         self._stop.clear()
-        threading.Thread(target=self._loop, name=self.name, daemon=True).start()
+        for name, (interval, fn) in self.duties.items():
+            threading.Thread(target=self._loop, args=(name, interval, fn), name=name, daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         self._stop.set()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _loop(self, name: str, interval: float, fn: Callable[[], object]) -> None:
+        while not self._stop.wait(interval):
             try:
-                self.fn()
+                fn()
             except Exception:
-                log.exception("Periodic task %s failed; it runs again in %.1f s.", self.name, self.interval)
+                log.exception("Periodic task %s failed; it runs again in %.1f s.", name, interval)
 
 
 class FailedJobs(Middleware):
@@ -124,12 +140,11 @@ def add_worker_duties(service: str) -> None:
     settings = get_settings()
     broker = broker_for(service)
     broker.consumed_here = True
-    broker.add_middleware(Periodic(f"{service}-outbox-relay", settings.outbox_relay_interval_s,
-                                   lambda: relay(service)))
-    broker.add_middleware(Periodic(f"{service}-outbox-purge", 3600, lambda: purge(service)))
+    duties = PeriodicDuties.of(broker)
+    duties.add(f"{service}-outbox-relay", settings.outbox_relay_interval_s, lambda: relay(service))
+    duties.add(f"{service}-outbox-purge", 3600, lambda: purge(service))
     if isinstance(broker, MaintainedRedisBroker):
-        broker.add_middleware(Periodic(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s,
-                                       broker.maintain))
+        duties.add(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s, broker.maintain)
 
 
 def defer(service: str, delay_ms: int) -> None:

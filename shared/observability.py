@@ -4,6 +4,9 @@ import logging
 import re
 
 import sentry_sdk
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+from gunicorn.glogging import Logger as GunicornBaseLogger
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 
 from shared.settings import get_settings
@@ -12,9 +15,13 @@ from shared.settings import get_settings
 EXTRA_DENYLIST = ["stripe-signature", "stripe_signature", "checksumhash", "phone", "phonenumber", "email",
                   "buyer_email", "msisdn", "token", "sig"]
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
-_PHONE = re.compile(r"\+?\d[\d -]{8,}\d")
+# Not inside a longer word: the digit runs of uuids and ids (log lines name events by id) are not phones.
+_PHONE = re.compile(r"(?<![\w-])\+?\d[\d -]{8,}\d(?![\w-])")
 # Path segments that are credentials: the M-Pesa callback secret and signed download tokens.
 _SECRET_PATH = re.compile(r"(/webhooks/mpesa/|/downloads/)[^/?#\s'\"]+")
+_BEARER = re.compile(r"(bearer\s+)[^\s'\",;]+", re.IGNORECASE)
+SECRET_SETTINGS = ("stripe_webhook_secret", "paytm_merchant_key", "mpesa_callback_secret", "media_signing_secret",
+                   "smtp_password")
 
 
 def setup(process: str) -> None:
@@ -24,6 +31,10 @@ def setup(process: str) -> None:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s [{process}] %(name)s: %(message)s",
     )
+    # On the handlers, not a logger: a logger's filters skip records propagated from its children
+    # (werkzeug, flask.app, dramatiq). A Dramatiq worker's root handler is Dramatiq's own: scrub it too.
+    for handler in logging.getLogger().handlers:
+        scrub(handler)
     if settings.sentry_dsn:
         sentry_sdk.init(
             dsn=settings.sentry_dsn,
@@ -70,4 +81,63 @@ def _mask_keys(data: dict, *keys: str) -> None:
 def _mask(value):
     if not isinstance(value, str):
         return value
-    return _SECRET_PATH.sub(r"\1[Filtered]", _PHONE.sub("[phone]", _EMAIL.sub("[email]", value)))
+    value = _BEARER.sub(r"\1[Filtered]", _SECRET_PATH.sub(r"\1[Filtered]", value))
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", value))
+
+
+class Scrubber(logging.Filter):
+    """Masks emails, phone numbers, bearer tokens, secret path segments and this process's secrets in a record's
+    message and exception text; a Dramatiq message appears as its actor and id, never its arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if isinstance(record.args, tuple):
+                record.args = tuple(self._clean_arg(arg) for arg in record.args)
+            message = record.getMessage()
+        except Exception:  # a malformed call: log the template rather than fail the caller
+            message, record.args = str(record.msg), None
+        if self._clean(message) != message or not isinstance(record.args, tuple):
+            # The template itself, or what the arguments make together, needs masking: keep the masked text.
+            record.msg, record.args = self._clean(message), None
+        # Otherwise the template stays, so Sentry still groups the events of one log call together.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._clean(record.stack_info)
+        return True
+
+    @classmethod
+    def _clean_arg(cls, arg):
+        if isinstance(arg, Message | MessageProxy):
+            return f"{arg.actor_name}[{arg.message_id}]"
+        if isinstance(arg, int | float | type(None)):
+            return arg
+        text = str(arg)
+        return arg if cls._clean(text) == text else cls._clean(text)
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        settings = get_settings()
+        for name in SECRET_SETTINGS:
+            secret = getattr(settings, name)
+            if secret and len(secret) >= 8:  # a short one would mask ordinary words
+                text = text.replace(secret, "[Filtered]")
+        return _mask(text)
+
+
+def scrub(handler: logging.Handler) -> None:
+    """Put the Scrubber on `handler` (once)."""
+    if not any(isinstance(f, Scrubber) for f in handler.filters):
+        handler.addFilter(Scrubber())
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """Gunicorn's error and access logs, scrubbed: they have handlers of their own and do not propagate."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                scrub(handler)

@@ -1,6 +1,7 @@
 """Settings from the environment, read once per process; the defaults run with no servers."""
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,6 +10,29 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 SERVICES = ("api", "billing", "mailer", "media", "reports")
+
+# The secrets each process uses. Outside the embedded mode a process refuses to start while one of its
+# secrets is empty or a development value: anyone who reads this repository knows those.
+SECRETS_BY_PROCESS = {
+    "api-web": ("stripe_webhook_secret", "paytm_merchant_key", "mpesa_callback_secret"),  # verifies webhooks
+    "media-web": ("media_signing_secret",),  # checks download links
+    "media-worker": ("media_signing_secret",),  # signs download links
+}
+SECRETS_BY_PROCESS["up"] = tuple(dict.fromkeys(f for fields in SECRETS_BY_PROCESS.values() for f in fields))
+# The defaults below, the values compose used to fall back to, and the unit tests' values.
+DEVELOPMENT_SECRETS = frozenset({
+    "whsec_dev_only_change_me", "devkey_16bytes!!", "dev-mpesa-secret", "dev-media-secret-change-me",
+    "whsec_dev", "dev_paytm_key_16", "mpesa_dev_secret", "media_dev_signing_secret",
+    "whsec_unit_test_secret", "unitTestKey12345", "mpesa-unit",
+})
+_PLACEHOLDER = re.compile(r"change.?me|replace.?me", re.IGNORECASE)
+MIN_SECRET_LENGTH = 24  # secrets.token_urlsafe(32) gives 43 characters; Stripe's whsec_ secrets are longer still
+PAYTM_KEY_BYTES = (16, 24, 32)  # Paytm's checksum is AES-CBC keyed with the merchant key
+MAKE_ONE = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+class InsecureSecrets(RuntimeError):
+    """A process outside the embedded mode was given an empty, development or too weak secret."""
 
 
 class Settings(BaseSettings):
@@ -101,6 +125,8 @@ class Settings(BaseSettings):
     rate_limit_register: str = "10/minute;100/hour"
     rate_limit_sign_in: str = "10/minute;50/hour"
     rate_limit_leads: str = "20/minute;200/hour"
+    # gthread workers: a slow client holds one thread, not a whole worker (see README, "Slow clients").
+    web_threads: int = 32
 
     sentry_dsn: str | None = None
     log_level: str = "INFO"
@@ -149,3 +175,43 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def secret_problem(field: str, value: str) -> str | None:
+    """Why `value` cannot be a real `field`, or None."""
+    if not value.strip():
+        return "is empty"
+    if value in DEVELOPMENT_SECRETS or _PLACEHOLDER.search(value):
+        return "is a development value from the repository"
+    if field == "paytm_merchant_key":
+        if len(value.encode()) not in PAYTM_KEY_BYTES:
+            return "must be 16, 24 or 32 bytes long (Paytm's checksum uses it as an AES key)"
+    elif len(value) < MIN_SECRET_LENGTH:
+        return f"is too short to be real (under {MIN_SECRET_LENGTH} characters)"
+    return None
+
+
+def require_real_secrets(process: str) -> None:
+    """Refuse to run `process` ("api-web", "media-worker", "up", ...) with a secret anyone could know,
+    unless the system is embedded (in-memory brokers: a demo on one machine)."""
+    settings = get_settings()
+    if settings.embedded:
+        return
+    bad = {field: problem for field in SECRETS_BY_PROCESS.get(process, ())
+           if (problem := secret_problem(field, getattr(settings, field)))}
+    if not bad:
+        return
+    issued = " The Stripe webhook secret and the Paytm merchant key are the ones the providers issue." if (
+        {"stripe_webhook_secret", "paytm_merchant_key"} & set(bad)) else ""
+    raise InsecureSecrets(
+        f"{process} will not start with real brokers and development secrets:\n"
+        + "".join(f"  MARKET_{field.upper()} {problem}\n" for field, problem in bad.items())
+        + f"Set each in the environment (or compose/.env). Make a secret with:  {MAKE_ONE}{issued}")
+
+
+def exit_unless_real_secrets(process: str) -> None:
+    """require_real_secrets for a process's entry point: a sentence for the operator, not a traceback."""
+    try:
+        require_real_secrets(process)
+    except InsecureSecrets as refused:
+        raise SystemExit(f"Error: {refused}") from None

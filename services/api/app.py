@@ -8,12 +8,13 @@ from services.api import campaigns, catalog, leads, notifications, orders, revie
 from services.api.http import init_limiter, register_errors
 from shared import observability
 from shared.db import transaction
-from shared.settings import get_settings
+from shared.settings import get_settings, require_real_secrets
 from shared.web import harden
 
 
 def create_app() -> Flask:
     observability.setup("api")
+    require_real_secrets("api-web")
     app = harden(Flask(__name__))
     register_errors(app)
     init_limiter(app)

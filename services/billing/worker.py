@@ -4,8 +4,10 @@ import dramatiq
 
 from shared import observability
 from shared.messaging import add_worker_duties, broker_for
+from shared.settings import exit_unless_real_secrets
 
 observability.setup("billing-worker")
+exit_unless_real_secrets("billing-worker")
 dramatiq.set_broker(broker_for("billing"))
 add_worker_duties("billing")
 

@@ -4,8 +4,10 @@ import dramatiq
 
 from shared import observability
 from shared.messaging import add_worker_duties, broker_for
+from shared.settings import exit_unless_real_secrets
 
 observability.setup("mailer-worker")
+exit_unless_real_secrets("mailer-worker")
 dramatiq.set_broker(broker_for("mailer"))
 add_worker_duties("mailer")
 

@@ -11,13 +11,14 @@ from services.media.links import LinkExpired, LinkInvalid, signer
 from services.media.models import DownloadGrant, ProductFile
 from shared import observability
 from shared.db import transaction
-from shared.settings import get_settings
+from shared.settings import get_settings, require_real_secrets
 from shared.storage import LocalStorage, safe_content_type, safe_filename
 from shared.web import harden
 
 
 def create_app() -> Flask:
     observability.setup("media-web")
+    require_real_secrets("media-web")
     app = harden(Flask(__name__))
     storage = LocalStorage(get_settings().storage_dir)
 

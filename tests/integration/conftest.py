@@ -5,6 +5,7 @@ A server that cannot be reached skips these tests when run by hand and FAILS the
 """
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -136,10 +137,17 @@ class Processes:
                 child.wait()
 
 
+# Real-looking secrets, new for every run: with real brokers the processes refuse the repository's dev values.
+SECRETS = {"MARKET_STRIPE_WEBHOOK_SECRET": f"whsec_{secrets.token_urlsafe(32)}",
+           "MARKET_PAYTM_MERCHANT_KEY": secrets.token_urlsafe(12),  # 16 characters: an AES-128 key
+           "MARKET_MPESA_CALLBACK_SECRET": secrets.token_urlsafe(32),
+           "MARKET_MEDIA_SIGNING_SECRET": secrets.token_urlsafe(32)}
+
+
 def base_env(tmp_path: Path, databases: Databases, **overrides: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
     env.update({"MARKET_DATA_DIR": str(tmp_path / "data"), "MARKET_DATABASE_URL": databases.template,
-                "MARKET_BROKER_URL": AMQP, "MARKET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+                "MARKET_BROKER_URL": AMQP, "MARKET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **SECRETS})
     env.update(overrides)
     return env
 

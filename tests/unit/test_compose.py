@@ -379,3 +379,71 @@ def test_the_postgres_init_script_creates_every_service_database():
             url = environment.get(f"MARKET_{svc.upper()}_DATABASE_URL") or template.replace("{service}", svc)
             database = url.rsplit("/", 1)[1].split("?")[0]
             assert database in created, f"{name}: {svc} uses database {database!r}, never created"
+
+
+# ---------------------------------------------------------------------- secrets
+
+SECRETS = ("MARKET_STRIPE_WEBHOOK_SECRET", "MARKET_PAYTM_MERCHANT_KEY", "MARKET_MPESA_CALLBACK_SECRET",
+           "MARKET_MEDIA_SIGNING_SECRET")
+ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
+_SUBSTITUTION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    """Compose stops with this when a `${NAME:?message}` variable is unset or empty."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?message}`, `${NAME?message}`."""
+    def substitute(match: re.Match) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        value = env.get(name)
+        if op in (":?", "?") and (value is None or (op == ":?" and value == "")):
+            raise MissingVariable(f"{name}: {arg}")
+        if op in (":-", "-") and (value is None or (op == ":-" and value == "")):
+            return arg
+        return value or ""
+
+    return _SUBSTITUTION.sub(substitute, text)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines of a compose .env file (comments and blank lines skipped)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+@pytest.mark.parametrize("variable", SECRETS)
+def test_every_secret_must_come_from_the_environment_with_no_fallback(variable):
+    value = load_compose()["x-app"]["environment"][variable]
+    match = _SUBSTITUTION.fullmatch(value)
+    assert match and match["name"] == variable and match["op"] == ":?", f"{variable}: {value!r}"
+    assert "compose/.env" in match["arg"], "the message says where to set it"
+
+
+def test_the_compose_file_names_no_development_secret():
+    from shared.settings import DEVELOPMENT_SECRETS
+
+    text = COMPOSE_FILE.read_text()
+    assert [secret for secret in DEVELOPMENT_SECRETS if secret in text] == []
+
+
+def test_compose_refuses_to_render_without_the_secrets_and_renders_with_them():
+    text = COMPOSE_FILE.read_text()
+    with pytest.raises(MissingVariable, match="MARKET_STRIPE_WEBHOOK_SECRET"):
+        interpolate(text, env_file(ENV_EXAMPLE))  # the example as shipped: secrets left empty
+    filled = {name: f"value-of-{name}" for name in SECRETS}
+    rendered = YAML(typ="safe", pure=True).load(interpolate(text, {**env_file(ENV_EXAMPLE), **filled}))
+    for name, service in rendered["services"].items():
+        if service.get("image") == app_image():
+            assert {k: service["environment"][k] for k in SECRETS} == filled, name
+
+
+def test_the_env_example_lists_every_variable_compose_requires_and_nothing_filled_in():
+    required = {m["name"] for m in _SUBSTITUTION.finditer(COMPOSE_FILE.read_text()) if m["op"] in (":?", "?")}
+    example = env_file(ENV_EXAMPLE)
+    assert required == set(SECRETS)
+    assert required <= set(example)
+    assert all(example[name] == "" for name in required), "the example must not carry a usable secret"
+    assert 'secrets.token_urlsafe(32)' in ENV_EXAMPLE.read_text()
