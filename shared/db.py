@@ -81,8 +81,9 @@ def engine_for(service: str) -> sa.Engine:
         event.listen(engine, "begin", lambda conn: _sqlite_begin(conn, turn))
         for ending in ("commit", "rollback"):
             event.listen(engine, ending, lambda conn: _give_turn_back(conn.info))
-        for ending in ("reset", "invalidate"):  # a connection given back or dropped mid-transaction
-            event.listen(engine, ending, lambda _dbapi, record, *_: _give_turn_back(record.info))
+        # A connection given back or dropped mid-transaction gives its turn back too.
+        event.listen(engine, "reset", lambda _dbapi, record, _state: _give_turn_back(record.info))
+        event.listen(engine, "invalidate", lambda _dbapi, record, _exc: _give_turn_back(record.info))
         return engine
     return sa.create_engine(url, pool_pre_ping=True, **pool)
 
