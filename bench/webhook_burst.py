@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from support import ROOT, clean_env, drop_databases, free_port, fresh_database_template
 
-SECRET = "whsec_bench_burst"
+SECRET = f"whsec_{secrets.token_urlsafe(32)}"
 LOG_PROBLEMS = re.compile(r"QueuePool limit|TimeoutError|database is locked|Traceback")
 
 
