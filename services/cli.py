@@ -30,10 +30,10 @@ def up(bind: str | None, port: int | None) -> None:
         host, _, default_port = (bind or get_settings().api_bind).rpartition(":")
         os.environ["MARKET_API_BIND"] = f"{host}:{port or default_port}"
         get_settings.cache_clear()
+    _require_real_secrets("up")
     if get_settings().embedded:
         runner.run_embedded()
     else:
-        _require_real_secrets("up")
         runner.run_processes()
 
 

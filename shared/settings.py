@@ -177,6 +177,9 @@ def get_settings() -> Settings:
     return Settings()
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def secret_problem(field: str, value: str) -> str | None:
     """Why `value` cannot be a real `field`, or None."""
     if not value.strip():
@@ -193,9 +196,9 @@ def secret_problem(field: str, value: str) -> str | None:
 
 def require_real_secrets(process: str) -> None:
     """Refuse to run `process` ("api-web", "media-worker", "up", ...) with a secret anyone could know,
-    unless the system is embedded (in-memory brokers: a demo on one machine)."""
+    unless the system is a private demo: embedded (in-memory brokers) and listening on loopback only."""
     settings = get_settings()
-    if settings.embedded:
+    if settings.embedded and settings.api_bind.rpartition(":")[0].strip("[]") in LOOPBACK:
         return
     bad = {field: problem for field in SECRETS_BY_PROCESS.get(process, ())
            if (problem := secret_problem(field, getattr(settings, field)))}
@@ -204,7 +207,8 @@ def require_real_secrets(process: str) -> None:
     issued = " The Stripe webhook secret and the Paytm merchant key are the ones the providers issue." if (
         {"stripe_webhook_secret", "paytm_merchant_key"} & set(bad)) else ""
     raise InsecureSecrets(
-        f"{process} will not start with real brokers and development secrets:\n"
+        f"{process} will not start with development secrets where others can reach it (real brokers, or "
+        f"an address other than loopback):\n"
         + "".join(f"  MARKET_{field.upper()} {problem}\n" for field, problem in bad.items())
         + f"Set each in the environment (or compose/.env). Make a secret with:  {MAKE_ONE}{issued}")
 

@@ -58,11 +58,13 @@ class NewCampaign(Body):
 @authenticated
 def create_campaign():
     """Accept a campaign and answer at once; the mailer sends it and reports progress to the status URL."""
+    with transaction("api") as session:
+        # Registration is open: without this, anyone could use the platform to send bulk email. Checked before
+        # the (up to 32 MB) body is read, so that only admins can make the server parse that much.
+        if not is_admin(session, g.user_id):
+            raise ApiError(403, "only an admin can send campaigns")
     campaign, campaign_id = _parse(), str(uuid.uuid4())
     with transaction("api") as session:
-        # Registration is open: without this, anyone could use the platform to send bulk email.
-        if not session.get(User, g.user_id).is_admin:
-            raise ApiError(403, "only an admin can send campaigns")
         recipients = _recipients(session, campaign)
         session.add(CampaignStatus(id=campaign_id, owner_id=g.user_id, title=campaign.title or campaign.subject[:200],
                                    user_triggered=campaign.user_triggered, status="queued", total=len(recipients),

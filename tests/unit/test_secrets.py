@@ -163,3 +163,22 @@ def test_a_worker_started_by_dramatiq_itself_exits_naming_the_variable(tmp_path)
                 MARKET_MEDIA_SIGNING_SECRET="dev-media-secret-change-me", MARKET_DATA_DIR=str(tmp_path))
     assert done.returncode != 0
     assert "MARKET_MEDIA_SIGNING_SECRET" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:8000", "192.0.2.10:8000", "[::]:8000"])
+def test_the_embedded_mode_on_an_address_others_can_reach_refuses_development_secrets(monkeypatch, bind):
+    use(monkeypatch, "MARKET_API_BIND", bind)
+
+    assert get_settings().embedded
+    with pytest.raises(InsecureSecrets, match="MARKET_STRIPE_WEBHOOK_SECRET"):
+        require_real_secrets("up")
+    get_settings.cache_clear()
+
+
+def test_market_up_embedded_on_all_interfaces_exits_naming_the_secrets(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")} | {"MARKET_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "services", "up", "--bind", "0.0.0.0:1"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MARKET_MEDIA_SIGNING_SECRET" in done.stderr and "Traceback" not in done.stderr
