@@ -146,18 +146,31 @@ def is_admin(session: Session, user_id: int | None) -> bool:
 
 # --- rate limits --------------------------------------------------------------------------
 
-def _token_or_address() -> str:
+def user_or_address() -> str:
+    """The signed-in user (whichever of their tokens is sent: signing in again does not reset the count)."""
     token = _bearer()
-    return f"token:{hash_token(token)}" if token else get_remote_address()
+    user_id = _user_of(token) if token else None
+    return f"user:{user_id}" if user_id is not None else get_remote_address()
+
+
+def sign_in_email() -> str:
+    """The account a sign-in is for, so that guesses spread over many addresses still count against it."""
+    try:
+        body = current_app.json.loads(request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str):
+        return get_remote_address()
+    return f"email:{hashlib.sha256(email.strip().lower().encode()).hexdigest()}"
 
 
 limiter = Limiter(get_remote_address, headers_enabled=True, swallow_errors=True, in_memory_fallback_enabled=True)
 
 
-def rate_limited(setting: str, per_token: bool = False):
-    """Limit a view by the setting `rate_limit_<setting>`, per client address (or per token)."""
-    return limiter.limit(lambda: getattr(get_settings(), f"rate_limit_{setting}"),
-                         key_func=_token_or_address if per_token else None,
+def rate_limited(setting: str, key=None):
+    """Limit a view by the setting `rate_limit_<setting>`, per client address unless `key` says otherwise."""
+    return limiter.limit(lambda: getattr(get_settings(), f"rate_limit_{setting}"), key_func=key,
                          error_message=f"too many {setting.replace('_', ' ')} requests; try again later")
 
 

@@ -7,7 +7,7 @@ from pydantic import EmailStr, Field, StringConstraints, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.http import ApiError, Body, authenticated, is_admin, parse, rate_limited
+from services.api.http import ApiError, Body, authenticated, is_admin, parse, rate_limited, user_or_address
 from services.api.models import Lead, Product, User
 from shared.contracts import LeadCreated
 from shared.db import transaction
@@ -46,7 +46,7 @@ def lead_created(lead: Lead, assignee: User) -> LeadCreated:
 
 
 @bp.post("/leads")
-@rate_limited("leads", per_token=True)
+@rate_limited("leads", key=user_or_address)
 @authenticated
 def create_lead():
     """Store the lead and announce it in one transaction; the email is only a message, so it cannot fail this."""

@@ -17,6 +17,7 @@ from services.api.http import (
     parse,
     rate_limited,
     revoke,
+    sign_in_email,
 )
 from services.api.models import ApiToken, User
 from shared.db import transaction
@@ -63,13 +64,15 @@ def register():
 
 @bp.post("/tokens")
 @rate_limited("sign_in")
+@rate_limited("sign_in", key=sign_in_email)
 def sign_in():
     """Email and password for a new token; the same answer whether the email or the password is wrong."""
     body = parse(SignIn)
     with transaction("api") as session:
         user = session.scalars(sa.select(User).where(User.email == body.email.lower())).first()
-        if not check_password_hash(user.password_hash if user and user.password_hash else _NO_USER, body.password) \
-                or user is None or user.password_hash is None:
+        known = user is not None and user.password_hash is not None
+        matches = check_password_hash(user.password_hash if known else _NO_USER, body.password)
+        if not (known and matches):
             raise ApiError(401, "wrong email or password")
         return {"id": user.id} | issue_token(session, user.id), 201
 
