@@ -86,7 +86,8 @@ def upload_file(product_id: int):
         upload.undo(storage)
         raise
     if replaced:
-        storage.delete(replaced)
+        with transaction("api") as session:
+            files.delete_unless_referenced(session, storage, product_id, replaced)
     return body
 
 

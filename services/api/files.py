@@ -122,7 +122,7 @@ def _chosen(files, spools: list[Spool]) -> Upload:
 
 def store(session: Session, storage: LocalStorage, product_id: int, upload: Upload) -> tuple[Product, str | None]:
     """Make the upload the product's file under its content-addressed key, within the seller's quota; returns
-    the product and the replaced key to delete after commit (None when nothing may be deleted)."""
+    the product and the key it replaced (None if none), for `delete_unless_referenced` after commit."""
     product = session.get(Product, product_id, with_for_update=True, populate_existing=True)
     # One upload at a time per seller, so two parallel uploads cannot both fit in the last of the quota.
     session.get(User, product.seller_id, with_for_update=True)
@@ -137,7 +137,7 @@ def store(session: Session, storage: LocalStorage, product_id: int, upload: Uplo
     old_key, product.file_key, product.file_sha256 = product.file_key, key, upload.sha256
     if product.status == "approved" and old_key != key:
         product.status = "pending"  # what buyers download was reviewed: a new file is reviewed again
-    return product, unreferenced(session, old_key, key)
+    return product, old_key if old_key != key else None
 
 
 def stored_bytes(session: Session, storage: LocalStorage, product: Product, new_key: str | None,
@@ -155,17 +155,20 @@ def pinned_keys(session: Session, seller_id: int) -> set[str]:
         OrderLine.seller_id == seller_id, OrderLine.file_key.is_not(None))))
 
 
-def unreferenced(session: Session, old_key: str | None, new_key: str) -> str | None:
-    """The replaced version, if no order line pins it, to delete once the new one is committed.
+def delete_unless_referenced(session: Session, storage: LocalStorage, product_id: int, key: str) -> bool:
+    """Delete a replaced version from storage unless the product has it again or an order line pins it;
+    returns whether it was deleted. Run in its own transaction after the upload's.
 
-    Safe because a line pins a key only at checkout (of an approved product) or at the product's approval,
-    and both hold the product's row lock, as this upload does: it takes an approved product back to review
-    in the same transaction, so after it commits no checkout or approval can pin the old key; a line that
-    pinned it before is seen here, and that version stays for its buyer."""
-    if old_key is None or old_key == new_key:
-        return None
-    pinned = session.scalar(sa.select(sa.func.count()).select_from(OrderLine).where(OrderLine.file_key == old_key))
-    return None if pinned else old_key
+    Safe because it holds the product's row lock, as every change of what refers to a key does: an upload
+    (which may make the same bytes the product's file again), a checkout and an approval (which pin a key in
+    order lines). An upload takes an approved product back to review, so no checkout pins the old key after
+    it; and a line that pinned it before is seen here, and that version stays for its buyer."""
+    product = session.get(Product, product_id, with_for_update=True, populate_existing=True)
+    pinned = session.scalar(sa.select(sa.func.count()).select_from(OrderLine).where(OrderLine.file_key == key))
+    if product.file_key == key or pinned:
+        return False
+    storage.delete(key)
+    return True
 
 
 def pin_unpinned_lines(session: Session, product: Product) -> None:

@@ -12,11 +12,13 @@ import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.http import parse_options_header
 
+from services.api import files
 from services.media import web
 from services.media.links import LinkExpired, LinkInvalid, LinkSigner
 from services.media.models import DownloadGrant
 from shared.db import transaction
 from shared.settings import Settings, get_settings
+from shared.storage import LocalStorage
 from tests.unit.system import post_stripe, stripe_event
 from tests.unit.uploading import multipart, put_file, stored_files
 
@@ -235,6 +237,20 @@ def test_replacing_a_file_deletes_the_old_version_unless_an_order_pins_it(system
     upload(system, sale, data=b"draft three", filename="v3.pdf")
     # The bought version stays; "draft two", which nobody bought, was removed when "draft three" replaced it.
     assert stored_files() == sorted([pinned, f"products/{product_id}/{hashlib.sha256(b'draft three').hexdigest()}"])
+
+
+def test_a_late_delete_of_a_replaced_version_spares_it_when_the_product_has_it_again(system):
+    sale = system.order()
+    product_id = sale["order"]["lines"][0]["product_id"]
+    key_a = f"products/{product_id}/{hashlib.sha256(b'version a').hexdigest()}"
+    upload(system, sale, data=b"version a")
+    upload(system, sale, data=b"version b")  # replaces A: its delete of A may still be on its way...
+    upload(system, sale, data=b"version a")  # ...when A is uploaded again and replaces B
+
+    storage = LocalStorage(get_settings().storage_dir)
+    with transaction("api") as session:  # the delete of A that upload B scheduled, arriving last
+        assert files.delete_unless_referenced(session, storage, product_id, key_a) is False
+    assert stored_files() == [key_a]
 
 
 @pytest.mark.parametrize("payload", [["grant-1"], {"grant": "grant-1"}, 42, None, True, 1.5],
