@@ -13,10 +13,15 @@ from typing import Annotated, ClassVar, NamedTuple, TypeVar
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+# ISO 4217 codes that are not money a buyer pays in: precious metals, IMF units, bond units, testing, "none".
+NOT_MONEY = frozenset({"XAG", "XAU", "XPD", "XPT", "XBA", "XBB", "XBC", "XBD", "XDR", "XSU", "XUA", "XTS", "XXX"})
+
 
 def _iso_4217(code: str) -> str:
     if pycountry.currencies.get(alpha_3=code) is None:
         raise ValueError(f"{code} is not an ISO 4217 currency code")
+    if code in NOT_MONEY:
+        raise ValueError(f"{code} is an ISO 4217 code, but not a currency anyone pays in")
     return code
 
 

@@ -1,10 +1,14 @@
 """What every HTTP app of the system shares: JSON errors, bounded bodies, JSON that cannot crash the parser,
 and security headers on every response."""
 
+import logging
+
+import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
 
 SECURITY_HEADERS = {
@@ -35,6 +39,8 @@ def harden(app: Flask) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
+    for unavailable in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+        app.register_error_handler(unavailable, _database_unavailable)
     app.after_request(_security_headers)
     return app
 
@@ -50,6 +56,13 @@ def http_error(exc: HTTPException):
 
 def _too_large(_exc: RequestEntityTooLarge):
     return jsonify({"error": f"request body too large: at most {request.max_content_length} bytes here"}), 413
+
+
+def _database_unavailable(exc: Exception):
+    """The database is down, restarting, or every connection is busy: the client should come back shortly
+    (payment providers retry a 503), not read a 500 as a bug."""
+    log.warning("Answered 503: the database is unavailable (%s).", type(exc).__name__)
+    return jsonify({"error": "the database is unavailable right now; try again shortly"}), 503, {"Retry-After": "5"}
 
 
 def _security_headers(response: Response) -> Response:

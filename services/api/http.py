@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
@@ -30,9 +30,32 @@ class ApiError(Exception):
 
 
 class Body(BaseModel):
-    """A request body: exact types (no "1999" for 1999, no true for 1) and no unknown fields."""
+    """A request body: exact types (no "1999" for 1999, no true for 1), no unknown fields, no NUL characters
+    (PostgreSQL cannot store them in text)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def no_nul(cls, data):
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL characters (\\u0000)")
+        return data
+
+
+def _has_nul(value) -> bool:
+    # A loop, not recursion: a body nested as deep as the JSON parser allows must not exhaust the stack here.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def register_errors(app: Flask) -> None:
@@ -41,11 +64,14 @@ def register_errors(app: Flask) -> None:
         body = {"error": exc.message} | ({"details": exc.details} if exc.details else {})
         return jsonify(body), exc.status
 
-    @app.errorhandler(DataError)
     @app.errorhandler(OverflowError)
     def out_of_range(exc: Exception):
-        # An id or amount too large for its column reaches the database before any other check.
+        # An id too large for a route's number reaches the database driver before any other check.
         return jsonify({"error": "a number in the request is out of range"}), 400
+
+    @app.errorhandler(DataError)
+    def unstorable(exc: Exception):
+        return jsonify({"error": "a value in the request is out of range or cannot be stored"}), 400
 
 
 def json_object() -> dict:
