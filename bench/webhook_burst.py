@@ -186,7 +186,7 @@ def processes(count: int, web_workers: int) -> None:
                     MARKET_WEB_WORKERS=str(web_workers), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
                     MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
     try:
-        measure(f"processes (gunicorn {web_workers} sync workers, PostgreSQL, RabbitMQ)", env, port, count,
+        measure(f"processes (gunicorn {web_workers} gthread workers, PostgreSQL, RabbitMQ)", env, port, count,
                 data / "up.log")
     finally:
         drop_databases(databases)

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # threads that use it (gunicorn's, a worker's MARKET_WORKER_THREADS plus its relay, purge and upkeep
     # threads); they open only on demand. A thread waiting longer than the timeout gets an error, not a hang.
     db_pool_size: int = 20
-    db_max_overflow: int = 10
+    db_max_overflow: int = 20  # with the pool, more than the 32 web threads that may each hold one
     db_pool_timeout_s: float = 5.0
 
     # Payment providers
