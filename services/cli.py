@@ -8,6 +8,7 @@ import click
 import sqlalchemy as sa
 
 from services import registry
+from shared.db import SchemaDrift
 from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
 service_arg = click.argument("service", type=click.Choice(SERVICES))
@@ -254,6 +255,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         raise SystemExit(exc.exit_code) from None
+    except SchemaDrift as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         click.echo(f"Error: the database is not ready ({str(exc.orig).strip().splitlines()[0]}). "
                    "Is it running, and has `market migrate` been run?", err=True)
