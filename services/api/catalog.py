@@ -26,6 +26,7 @@ class NewProduct(Body):
 def product_json(p: Product) -> dict:
     return {"id": p.id, "seller_id": p.seller_id, "title": p.title, "description": p.description,
             "price_minor": p.price_minor, "currency": p.currency, "has_file": p.file_key is not None,
+            "file_sha256": p.file_sha256,
             "status": p.status, "rejection_reason": p.rejection_reason}
 
 

@@ -3,17 +3,19 @@
 from typing import Annotated
 
 import sqlalchemy as sa
-from flask import Blueprint, g
+from flask import Blueprint, g, request, send_file
 from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from services.api import files
 from services.api.catalog import product_json
-from services.api.http import ApiError, Body, authenticated, parse
+from services.api.http import ApiError, Body, authenticated, page, paged, parse
 from services.api.models import Notification, Product, User
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
 from shared.outbox import publish
+from shared.settings import get_settings
+from shared.storage import LocalStorage
 
 bp = Blueprint("review", __name__)
 
@@ -22,11 +24,48 @@ class Rejection(Body):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
+class Approval(Body):
+    # The version the admin reviewed (GET /admin/products/<id>/file): a file swapped since is not approved.
+    file_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+@bp.get("/admin/products")
+@authenticated
+def review_queue():
+    """Products awaiting review (`?status=` pending, the default, rejected or approved), oldest first."""
+    status = request.args.get("status", "pending")
+    if status not in ("pending", "approved", "rejected"):
+        raise ApiError(400, "status must be pending, approved or rejected")
+    limit, offset = page()
+    with transaction("api") as session:
+        _require_admin(session)
+        found, next_offset = paged(session, sa.select(Product).where(Product.status == status).order_by(Product.id),
+                                   limit, offset)
+        return {"products": [product_json(p) for p in found], "next_offset": next_offset}
+
+
+@bp.get("/admin/products/<int:product_id>/file")
+@authenticated
+def review_file(product_id: int):
+    """The product's current file, for an admin to review; never rendered by the browser."""
+    with transaction("api") as session:
+        _require_admin(session)
+        product = session.get(Product, product_id)
+        if product is None or product.file_key is None:
+            raise ApiError(404, f"product {product_id} has no file")
+    path = LocalStorage(get_settings().storage_dir).path(product.file_key)
+    return send_file(path, mimetype="application/octet-stream", as_attachment=True,
+                     download_name=f"product-{product_id}-{product.file_sha256[:12]}")
+
+
 @bp.post("/admin/products/<int:product_id>/approve")
 @authenticated
 def approve(product_id: int):
+    """Approve; with `file_sha256`, only if the product's file is still the version reviewed."""
     with transaction("api") as session:
-        product, seller = _decide(session, product_id, "approved")
+        _require_admin(session)
+        approval = parse(Approval) if request.content_length else Approval()
+        product, seller = _decide(session, product_id, "approved", reviewed_sha256=approval.file_sha256)
         files.pin_unpinned_lines(session, product)
         notify(session, seller.id, "product_approved", f'Your product "{product.title}" was approved',
                "It is now listed in the catalog.", {"product_id": product.id})
@@ -55,18 +94,24 @@ def _require_admin(session: Session) -> None:
         raise ApiError(403, "only an admin can review products")
 
 
-def _decide(session: Session, product_id: int, decision: str, reason: str | None = None) -> tuple[Product, User]:
+def _decide(session: Session, product_id: int, decision: str, reason: str | None = None,
+            reviewed_sha256: str | None = None) -> tuple[Product, User]:
     """Record the decision in one conditional update, so that of concurrent equal decisions exactly one takes
-    effect (and notifies the seller); 403 unless the caller is an admin, 404 if unknown, 409 if already made."""
+    effect (and notifies the seller), and an approval of a reviewed version holds only for that version;
+    403 unless the caller is an admin, 404 if unknown, 409 if already made or the file changed."""
     _require_admin(session)
+    unchanged = [Product.file_sha256 == reviewed_sha256] if reviewed_sha256 else []
     changed = session.execute(
-        sa.update(Product).where(Product.id == product_id, Product.status != decision)
+        sa.update(Product).where(Product.id == product_id, Product.status != decision, *unchanged)
         .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
     product = session.get(Product, product_id, populate_existing=True)
     if product is None:
         raise ApiError(404, f"product {product_id} does not exist")
-    if not changed:
+    if not changed and product.status == decision:
         raise ApiError(409, f"product {product_id} is already {decision}")
+    if not changed:
+        raise ApiError(409, f"product {product_id}'s file is no longer the version you reviewed "
+                            f"(now {product.file_sha256 or 'none'}); review it again")
     return product, session.get(User, product.seller_id)
 
 

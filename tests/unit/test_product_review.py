@@ -1,5 +1,7 @@
 """Product review: admins approve or reject, sellers hear of it by email and in the app, buyers see only approved."""
 
+import hashlib
+import io
 import re
 from datetime import datetime
 
@@ -292,3 +294,41 @@ def test_market_create_admin_refuses_an_invalid_email_with_exit_1(system):
 
     assert result.exit_code == 1 and "Error: cannot create an admin" in result.output
     assert system.rows("api", "SELECT * FROM users") == []
+
+
+def put_file(system, seller: dict, product_id: int, data: bytes):
+    return system.client.put(f"/products/{product_id}/file", headers={"Authorization": f"Bearer {seller['token']}"},
+                             data={"file": (io.BytesIO(data), "guide.pdf", "application/pdf")},
+                             content_type="multipart/form-data")
+
+
+def test_admins_see_the_review_queue_and_fetch_the_file_to_review_without_it_being_rendered(system):
+    seller = system.user("seller")
+    product = pending_product(system, seller)
+    put_file(system, seller, product["id"], b"<html>the reviewed bytes</html>")
+
+    queue = system.call("GET", "/admin/products", token=system.admin())
+    assert [p["id"] for p in queue.json["products"]] == [product["id"]]
+    assert system.call("GET", "/admin/products", token=seller["token"]).status_code == 403
+    file = system.call("GET", f"/admin/products/{product['id']}/file", token=system.admin())
+    assert file.status_code == 200 and file.data == b"<html>the reviewed bytes</html>"
+    assert file.mimetype == "application/octet-stream" and file.headers["X-Content-Type-Options"] == "nosniff"
+    assert file.headers["Content-Disposition"].startswith("attachment")
+    assert system.call("GET", f"/admin/products/{product['id']}/file", token=seller["token"]).status_code == 403
+
+
+def test_an_approval_of_a_reviewed_version_fails_when_the_seller_swapped_the_file_meanwhile(system):
+    seller = system.user("seller")
+    product = pending_product(system, seller)
+    put_file(system, seller, product["id"], b"reviewed")
+    reviewed = hashlib.sha256(b"reviewed").hexdigest()
+    put_file(system, seller, product["id"], b"swapped after the review")
+
+    stale = system.call("POST", f"/admin/products/{product['id']}/approve", {"file_sha256": reviewed}, system.admin())
+    assert stale.status_code == 409 and "no longer the version you reviewed" in stale.json["error"]
+    assert system.rows("api", "SELECT status FROM products") == [{"status": "pending"}]
+    assert system.rows("api", "SELECT * FROM notifications") == []
+
+    current = hashlib.sha256(b"swapped after the review").hexdigest()
+    fresh = system.call("POST", f"/admin/products/{product['id']}/approve", {"file_sha256": current}, system.admin())
+    assert fresh.status_code == 200 and fresh.json["status"] == "approved"
