@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
+from shared.web import json_loads
+
 
 class WebhookRejected(Exception):
     """The request is not a genuine, well-formed provider notification."""
@@ -270,11 +272,9 @@ PAYMENT_READERS = {"stripe": stripe_payment, "paytm": paytm_payment, "mpesa": mp
 def _json_object(body: bytes) -> dict:
     """The body as a JSON object; fractions are read as Decimal, exactly as sent."""
     try:
-        value = json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_not_json)
+        value = json_loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:  # providers send UTF-8; anything else is refused
         raise WebhookRejected(f"body is not JSON: {exc}") from exc
-    except RecursionError:  # json raises this, not ValueError, on deeply nested input
-        raise WebhookRejected("body is not JSON we read: nested too deeply") from None
     if not isinstance(value, dict):
         raise WebhookRejected("body is not a JSON object")
     return value
