@@ -1,9 +1,11 @@
 """File storage addressed by keys; messages carry keys, never bytes. Names and types of stored files are
 made safe here, once, for whoever stores or serves them."""
 
+import contextlib
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO
@@ -11,6 +13,7 @@ from typing import BinaryIO
 from pathvalidate import sanitize_filename
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+ABANDONED_AFTER_S = 3600
 _INCOMING = ".incoming"  # uploads being received; a leading dot keeps it out of the key space
 MAX_FILENAME_BYTES = 150  # in UTF-8; well under the 255 of common file systems
 # Types a browser may be told; anything else (text/html, image/svg+xml, scripts...) is served as bytes.
@@ -83,9 +86,15 @@ class LocalStorage:
         self.path(key).unlink(missing_ok=True)
 
     def incoming(self) -> BinaryIO:
-        """A new temporary file on the storage volume, so that `move_in` is an atomic rename."""
+        """A new temporary file on the storage volume, so that `move_in` is an atomic rename. Files a crashed
+        process left there for over an hour are removed on the way (an upload takes far less)."""
         folder = self.root / _INCOMING
         folder.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - ABANDONED_AFTER_S
+        for leftover in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < stale:
+                    leftover.unlink()
         return tempfile.NamedTemporaryFile(dir=folder, prefix="upload-", delete=False)  # noqa: SIM115
 
     def move_in(self, temp_path: str | Path, key: str) -> None:

@@ -1,13 +1,16 @@
 """Uploading a product's file: streamed to storage while hashed, bounded, per-seller quota, never half-stored."""
 
 import hashlib
+import os
 import random
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from services.api.app import create_app
 from shared.settings import get_settings
+from shared.storage import LocalStorage
 from tests.unit.uploading import Body, multipart, put_file, stored_files
 
 LIMIT = 4000  # the upload limit these tests set, in bytes
@@ -150,3 +153,14 @@ def test_replacing_a_file_within_the_quota_counts_the_replaced_version_as_freed(
         response = put_file(system, product_id, seller["token"], multipart(filler * 3000))
         assert response.status_code == 200, response.json
     assert len(stored_files()) == 1
+
+
+def test_upload_leftovers_a_crash_abandoned_are_swept_and_fresh_ones_kept(tmp_path):
+    storage = LocalStorage(tmp_path)
+    old, fresh = storage.incoming(), storage.incoming()
+    for handle in (old, fresh):
+        handle.close()
+    os.utime(old.name, (time.time() - 2 * 3600,) * 2)
+
+    storage.incoming().close()
+    assert not os.path.exists(old.name) and os.path.exists(fresh.name)
