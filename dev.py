@@ -44,7 +44,8 @@ def main() -> int:
     install()
     os.chdir(ROOT)
     if command == "run":
-        return subprocess.call([str(BIN / "market"), "up", *rest])
+        # exec, not a child: a signal to this process (Ctrl-C, kill, a supervisor) reaches the server itself.
+        os.execv(BIN / "market", [str(BIN / "market"), "up", *rest])
     if command == "test":
         lint = subprocess.call([str(BIN / "ruff"), "check", "shared", "services", "tests", "bench", "dev.py"])
         tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
