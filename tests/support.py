@@ -2,6 +2,7 @@
 
 import socket
 import time
+import urllib.request
 
 
 def free_port() -> int:
@@ -20,3 +21,12 @@ def wait_until(what: str, probe, timeout: float = 60, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {value!r})")
         time.sleep(interval)
+
+
+def answers(url: str, timeout: float = 5) -> bool:
+    """Whether a GET of `url` is answered 200 (a server that is not up yet answers False)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except OSError:
+        return False

@@ -4,19 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
 from tests.integration.conftest import REDIS, ROOT, base_env, clean_brokers, free_port, wait_until
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+from tests.support import answers
 
 
 @pytest.mark.parametrize("provider", ["stripe", "paytm", "mpesa"])

@@ -3,9 +3,9 @@ answering everyone else while they trickle."""
 
 import socket
 import threading
-import urllib.request
 
 from tests.integration.conftest import base_env, free_port, wait_until
+from tests.support import answers
 
 SLOW_CLIENTS = 24  # well past the two that stopped the api before, and under one worker's threads
 NORMAL_REQUESTS = 20
@@ -53,21 +53,13 @@ class SlowClient:
         self.sock.close()
 
 
-def answered(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def test_the_api_answers_normal_requests_while_slow_clients_trickle(tmp_path, databases, processes):
     port = free_port()
     processes.env = base_env(tmp_path, databases, MARKET_API_BIND=f"127.0.0.1:{port}")
     processes.run("migrate")
     processes.start("api-web", "serve", "api")
     healthz = f"http://127.0.0.1:{port}/healthz"
-    wait_until("the api to answer", lambda: answered(healthz), timeout=30)
+    wait_until("the api to answer", lambda: answers(healthz), timeout=30)
 
     stop = threading.Event()
     slow = [SlowClient(port, slow_body=i % 2 == 1, stop=stop) for i in range(SLOW_CLIENTS)]
@@ -75,7 +67,7 @@ def test_the_api_answers_normal_requests_while_slow_clients_trickle(tmp_path, da
         wait_until("every slow client to be trickling", lambda: all(c.sent >= 3 for c in slow), timeout=30)
         assert all(c.still_waiting() for c in slow)
         for i in range(NORMAL_REQUESTS):
-            wait_until(f"normal request {i + 1} to be answered", lambda: answered(healthz), timeout=20)
+            wait_until(f"normal request {i + 1} to be answered", lambda: answers(healthz), timeout=20)
         # Served while they held: not one slow connection was answered, timed out or dropped meanwhile.
         assert [c for c in slow if not c.still_waiting()] == []
         assert all(c.sent >= 3 for c in slow)
