@@ -22,8 +22,9 @@ from tests.support import free_port, wait_until  # noqa: F401 (the tier's tests 
 
 SERVERS = {"PostgreSQL": ("127.0.0.1", 5432), "RabbitMQ": ("127.0.0.1", 5672), "Redis": ("127.0.0.1", 6379)}
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
-REDIS = "redis://127.0.0.1:6379"
+# Two runs at once (two checkouts) would take each other's messages: give one its own vhost and Redis.
+AMQP = os.environ.get("MARKET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS = os.environ.get("MARKET_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ["api.webhooks", "api.events", "billing.events", "mailer.events", "mailer.outbound", "mailer.invoices",
           "mailer.messages", "mailer.high_priority", "mailer.bulk_messages", "media.events", "reports.events"]
