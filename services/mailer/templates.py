@@ -9,8 +9,11 @@ from shared.contracts import money
 
 @lru_cache(maxsize=1)
 def environment() -> Environment:
+    # auto_reload off: templates ship with the code, and checking each file's mtime on every get_template was
+    # 39% of the mailer's CPU in a 400,000-invoice run.
     env = Environment(loader=PackageLoader("services.mailer", "templates"), undefined=StrictUndefined,
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True,
+                      auto_reload=False)
     env.filters["money"] = money
     return env
 
