@@ -114,9 +114,9 @@ def test_a_connection_dropped_mid_batch_reports_the_rest_as_not_sent(command):
 
 
 def test_a_connection_dropped_on_the_first_message_means_the_provider_is_down():
-    with server({("DATA", "r0@example.com"): "drop"}) as (handler, _, sender):
-        with pytest.raises(ProviderDown, match="dropped the connection"):
-            sender.send_many(batch(3))
+    with server({("DATA", "r0@example.com"): "drop"}) as (handler, _, sender), \
+            pytest.raises(ProviderDown, match="dropped the connection"):
+        sender.send_many(batch(3))
     assert handler.delivered == []
 
 
