@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from services import cli
 from services.mailer import actors, reconcile
+from services.mailer.models import Campaign, CampaignRecipient
 from shared.db import engine_for, transaction
 from shared.settings import get_settings
 from tests.unit.test_mailer import message_row, smtp_server, stored_message
@@ -139,3 +140,26 @@ def test_the_sweep_requeues_a_message_the_broker_lost_and_it_is_sent_once(system
     assert [m["Message-ID"] for m in system.mails()] == [f"<{lost}@marketplace>"]
     assert reconcile.sweep() == 0
     assert message_row(lost)["status"] == "sent" and message_row(fresh)["status"] == "queued"
+
+
+@pytest.mark.parametrize(("route", "count"), [("chunks", 5), ("messages", 3)])
+def test_the_sweep_requeues_a_campaign_whose_send_the_broker_lost_and_each_recipient_gets_one_email(
+        system, monkeypatch, route, count):
+    monkeypatch.setattr(get_settings(), "mail_reconcile_after_s", 60)
+    monkeypatch.setattr(get_settings(), "campaign_chunk_spacing_s", 0.01)
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with transaction("mailer") as session:  # stored, its first send lost with the broker's queue
+        session.add(Campaign(id="c-lost", title="t", subject="Hi #name", body="Dear #name", route=route,
+                             status="queued", total=count, sent=0, failed=0, chunk_size=2, next_chunk=0,
+                             created_at=long_ago))
+        session.flush()
+        session.add_all(CampaignRecipient(campaign_id="c-lost", position=i, email=f"p{i}@example.com",
+                                          fields={"name": f"P{i}"}, status="queued", attempts=0)
+                        for i in range(count))
+
+    assert reconcile.sweep() == 1
+    assert reconcile.sweep() == 0  # swept once per threshold, not on every pass
+    system.drain()
+
+    assert sorted(m["To"] for m in system.mails()) == [f"p{i}@example.com" for i in range(count)]
+    assert system.rows("mailer", "SELECT status, sent FROM campaigns") == [{"status": "completed", "sent": count}]
