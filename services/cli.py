@@ -158,6 +158,23 @@ def failed_flush(service: str) -> None:
     click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
 
 
+@cli.group()
+def mail() -> None:
+    """The mailer's outbound emails."""
+
+
+@mail.command("status")
+def mail_status() -> None:
+    """Outbound emails by status, and the ambiguous sends (a worker died between the server's reply and the
+    record of it): resent or held, as MARKET_AMBIGUOUS_SEND_POLICY says."""
+    from services.mailer.reconcile import status
+
+    found = status()
+    for name in ("queued", "sending", "sent", "failed", "held"):
+        click.echo(f"{name} {found['statuses'].get(name, 0)}")
+    click.echo(f"ambiguous sends {found['ambiguous']} (policy {get_settings().ambiguous_send_policy})")
+
+
 @cli.command("seed-invoices")
 @click.option("--users", type=click.IntRange(1), default=1_000_000, show_default=True)
 @click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)

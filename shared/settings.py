@@ -4,6 +4,7 @@ import hashlib
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +100,13 @@ class Settings(BaseSettings):
     rate_limit_redis_url: str | None = None
     breaker_fail_max: int = 3
     breaker_reset_s: float = 10.0
+    # Exactly-once around faults: a message found `sending` with no outcome (the worker died between the
+    # server's 250 and the commit) is resent, or held for an operator (`market mail status`).
+    ambiguous_send_policy: Literal["resend", "hold"] = "resend"
+    mail_ambiguous_after_s: float = 90.0  # a `sending` row older than this has no attempt in flight (limit 60 s)
+    mail_bookkeeping_retry_s: float = 20.0  # how long recording an outcome is retried before it is carried on
+    mail_reconcile_interval_s: float = 60.0  # the sweep re-queues mail recorded but not delivered ...
+    mail_reconcile_after_s: float = 900.0  # ... this long after its last step (above the 300 s max backoff)
     # Campaign routing (seed 002)
     campaign_bulk_threshold: int = 100
     campaign_chunk_size: int = 50

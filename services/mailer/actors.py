@@ -2,7 +2,9 @@
 
 from functools import partial
 
-from services.mailer import campaign_sending, campaigns, handlers, invoices
+from dramatiq.middleware import CurrentMessage
+
+from services.mailer import campaign_sending, campaigns, delivery, handlers, invoices, reconcile
 from services.mailer.pacing import pacer_from
 from services.mailer.senders import ProviderUnavailable, sender_from
 from shared.contracts import (
@@ -16,7 +18,7 @@ from shared.contracts import (
     PurchaseCompleted,
 )
 from shared.db import transaction
-from shared.messaging import actor, defer
+from shared.messaging import PeriodicDuties, actor, broker_for, defer
 from shared.outbox import consume
 from shared.settings import get_settings
 from shared.storage import LocalStorage
@@ -38,16 +40,25 @@ def on_downloads_ready(envelope: dict) -> None:
 
 @actor(SERVICE, "mailer.deliver_message", queue="mailer.outbound", time_limit_s=60, max_retries=5)
 def deliver_message(payload: dict) -> None:
-    """Deliver one stored message; a message already sent is not sent again."""
+    """Deliver one stored message; the attempt is recorded first, so a redelivery never sends it twice."""
     settings = get_settings()
     try:
-        with transaction(SERVICE) as session:
-            refused_for_now = handlers.deliver(session, payload["message_id"], sender_from(settings))
+        refused_for_now = delivery.deliver(payload["message_id"], sender_from(settings), settings,
+                                           payload.get("outcome"))
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
         return
+    except delivery.OutcomeUnrecorded as unrecorded:  # sent; only the record is left, for a later message
+        carry_on({"message_id": payload["message_id"], "outcome": unrecorded.outcome}, 5000)
+        return
     if refused_for_now:  # raised after the commit, so the attempt and its reason are kept
         raise handlers.SendRetryable(refused_for_now)
+
+
+def carry_on(payload: dict, delay_ms: int) -> None:
+    """Replace the message being processed by one with `payload`, `delay_ms` later, spending no retry."""
+    message = CurrentMessage.get_current_message()
+    broker_for(SERVICE).enqueue(message.copy(args=(payload,)), delay=delay_ms)
 
 
 @actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)
@@ -143,3 +154,9 @@ def _send_campaign(handler, campaign_id: str, part: int, budget_s: float) -> Non
         defer(SERVICE, 1000)
     elif outcome.refused:
         raise campaign_sending.RecipientsRefused(f"{len(outcome.refused)} refused for now: {outcome.refused[0]}")
+
+
+# The sweep runs wherever the mailer's actors are consumed (its worker, or `market up`): declared with
+# them, it starts only when a worker boots.
+PeriodicDuties.of(broker_for(SERVICE)).add("mailer-reconcile", get_settings().mail_reconcile_interval_s,
+                                           reconcile.sweep)

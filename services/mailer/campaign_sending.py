@@ -97,6 +97,7 @@ def send_message(session: Session, campaign_id: str, position: int, mail: Mail) 
     with session.no_autoflush:
         campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
     _tally(campaign, [recipient])
+    campaign.updated_at = datetime.now(UTC)  # a campaign making progress is not one the sweep re-queues
     if campaign.status == "queued":
         campaign.status = "sending"
     if campaign.status == "sending" and campaign.sent + campaign.failed == campaign.total:

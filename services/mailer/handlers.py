@@ -1,16 +1,19 @@
 """Mailer's work as plain functions: render into a stored message, then deliver it once."""
 
+import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from services.mailer.models import OutboundMessage
-from services.mailer.senders import Outgoing, send_guarded
+from services.mailer.senders import Outgoing, SendFailed
 from services.mailer.templates import render
 from shared.contracts import DownloadsReady, LeadCreated, ProductApproved, ProductRejected, PurchaseCompleted
 from shared.messaging import PermanentError
 from shared.outbox import send
+
+log = logging.getLogger(__name__)
 
 
 def queue_email(session: Session, dedupe_key: str, template: str, to: str, context: dict) -> None:
@@ -38,24 +41,59 @@ class SendRetryable(Exception):
     """The provider answered with a temporary refusal; the actor retries with backoff."""
 
 
-def deliver(session: Session, message_id: str, sender) -> str | None:
-    """Send a stored message unless it was sent already; a refused address fails it for good.
-    Returns the reason of a temporary refusal, recorded with the attempt, for the caller to retry."""
+class SendInFlight(Exception):
+    """Another attempt recorded moments ago may be sending this message now; retrying later settles it."""
+
+
+def claim(session: Session, message_id: str, policy: str, ambiguous_after_s: float) -> Outgoing | None:
+    """Record an attempt before it is made (status `sending`); None when there is nothing to send.
+    A message found `sending` long after its attempt began died between the server's reply and the record
+    of it: that send is ambiguous, counted, and resent or held as `policy` says."""
     message = session.get(OutboundMessage, message_id, with_for_update=True)
     if message is None:
         raise PermanentError(f"outbound message {message_id} does not exist")
-    if message.status != "queued":
+    now = datetime.now(UTC)
+    if message.status == "sending":
+        if now - _utc(message.attempted_at) < timedelta(seconds=ambiguous_after_s):
+            raise SendInFlight(f"outbound message {message_id} is being sent by an attempt begun moments ago")
+        message.ambiguous += 1
+        log.warning("Outbound message %s was being sent when its worker stopped; whether it went out is "
+                    "unknown (policy: %s).", message_id, policy)
+        if policy == "hold":
+            message.status, message.error = "held", "ambiguous send held for an operator"
+            return None
+    elif message.status != "queued":
         return None
-    [failure] = send_guarded(sender, [outgoing(message)])
-    message.attempts += 1
+    ready = outgoing(message)
+    message.status, message.attempts, message.attempted_at = "sending", message.attempts + 1, now
+    return ready
+
+
+def record(session: Session, message_id: str, failure: SendFailed | None) -> str | None:
+    """Record the outcome of the attempt `claim` began; safe twice (a row no longer `sending` is left).
+    Returns the reason of a temporary refusal, for the caller to retry."""
+    message = session.get(OutboundMessage, message_id, with_for_update=True)
+    if message is None or message.status != "sending":
+        return None
     if failure is None:
         message.status, message.sent_at, message.error = "sent", datetime.now(UTC), None
     elif failure.permanent:
         message.status, message.error = "failed", failure.reason
     else:
-        message.error = failure.reason
+        message.status, message.error = "queued", failure.reason
         return failure.reason
     return None
+
+
+def release(session: Session, message_id: str) -> None:
+    """Give back an attempt that sent nothing (the provider could not be reached)."""
+    message = session.get(OutboundMessage, message_id, with_for_update=True)
+    if message is not None and message.status == "sending":
+        message.status, message.attempts = "queued", message.attempts - 1
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive
 
 
 def outgoing(message: OutboundMessage) -> Outgoing:

@@ -22,8 +22,12 @@ class OutboundMessage(Base):
     subject: Mapped[str] = mapped_column(sa.String(300))
     html: Mapped[str] = mapped_column(sa.Text)
     text: Mapped[str] = mapped_column(sa.Text)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")  # queued | sent | failed
+    # queued -> sending (attempt recorded, before the send) -> sent | failed | queued (refused for now);
+    # held: an ambiguous send kept for an operator (MARKET_AMBIGUOUS_SEND_POLICY=hold)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    attempted_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    ambiguous: Mapped[int] = mapped_column(sa.Integer, default=0)  # attempts whose outcome was never recorded
     error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -10,12 +10,13 @@ from email import policy
 import pytest
 from aiosmtpd.controller import Controller
 
-from services.mailer import handlers
+from services.mailer import delivery
 from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, SmtpSender, as_email
 from services.mailer.templates import render
 from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine, money
 from shared.db import transaction
+from shared.settings import get_settings
 
 MAIL_FROM = "Marketplace <from@example.com>"
 
@@ -83,8 +84,7 @@ def stored_message(status: str = "queued", to: str = "buyer@example.com") -> str
 
 
 def deliver(message_id: str, sender) -> str | None:
-    with transaction("mailer") as session:
-        return handlers.deliver(session, message_id, sender)
+    return delivery.deliver(message_id, sender, get_settings())
 
 
 def message_row(message_id: str) -> dict:
@@ -94,7 +94,8 @@ def message_row(message_id: str) -> dict:
 
 def _rows() -> list[dict]:
     with transaction("mailer") as session:
-        return [{"id": m.id, "status": m.status, "error": m.error, "attempts": m.attempts, "sent_at": m.sent_at}
+        return [{"id": m.id, "status": m.status, "error": m.error, "attempts": m.attempts, "sent_at": m.sent_at,
+                 "ambiguous": m.ambiguous}
                 for m in session.query(OutboundMessage)]
 
 

@@ -1,0 +1,165 @@
+"""Delivering a stored email exactly once around faults: the attempt is recorded before the send, only the
+bookkeeping is retried, an ambiguous send follows a stated policy, and a message lost in the broker is swept up."""
+
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from services import cli
+from services.mailer import actors, reconcile
+from services.mailer.models import Campaign, CampaignRecipient
+from shared.db import engine_for, transaction
+from shared.settings import get_settings
+from tests.unit.test_mailer import message_row, smtp_server, stored_message
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    """A real aiosmtpd server that the mailer's actors send to; yields its collector."""
+    with smtp_server() as (collector, sender):
+        monkeypatch.setattr(actors, "sender_from", lambda settings: sender)
+        yield collector
+
+
+@contextmanager
+def commits_fail(when, times: int = 1):
+    """The mailer database refuses `times` commits made while `when()` holds, as a restarting server would."""
+    left = [times]
+
+    def refuse(conn):
+        if when() and left[0] > 0:
+            left[0] -= 1
+            raise sa.exc.OperationalError("COMMIT", None, ConnectionError("the database is restarting"))
+
+    engine = engine_for("mailer")
+    sa.event.listen(engine, "commit", refuse)
+    try:
+        yield left
+    finally:
+        sa.event.remove(engine, "commit", refuse)
+
+
+def redelivered(payload: dict, times: int = 3) -> None:
+    """Run the deliver actor as the broker would: again, on the same payload, after each exception."""
+    for _ in range(times):
+        try:
+            actors.deliver_message.fn(payload)
+            return
+        except Exception:  # noqa: BLE001 - any failure means the broker delivers the message again
+            continue
+
+
+def age(message_id: str, **values) -> None:
+    with transaction("mailer") as session:
+        session.execute(sa.text("UPDATE outbound_messages SET status = :status, attempts = 1, attempted_at = :at "
+                                "WHERE id = :id"), {"id": message_id, **values})
+
+
+def test_a_failed_commit_of_sent_after_the_server_accepted_does_not_send_the_email_again(system, smtp):
+    message_id = stored_message()
+    with commits_fail(when=lambda: len(smtp.envelopes) == 1) as left:
+        redelivered({"message_id": message_id})
+
+    assert left == [0]  # the fault did happen
+    assert len(smtp.envelopes) == 1
+    assert message_row(message_id)["status"] == "sent"
+
+
+def test_bookkeeping_that_keeps_failing_leaves_the_outcome_to_the_redelivery_which_does_not_send(system, smtp,
+                                                                                                monkeypatch):
+    monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0.2)
+    message_id = stored_message()
+    carried = []
+    monkeypatch.setattr(actors, "carry_on", lambda payload, delay_ms: carried.append(payload))
+    with commits_fail(when=lambda: len(smtp.envelopes) == 1, times=1000):
+        actors.deliver_message.fn({"message_id": message_id})
+
+    [payload] = carried
+    assert payload == {"message_id": message_id, "outcome": {"accepted": True}}
+    assert message_row(message_id)["status"] == "sending"
+    actors.deliver_message.fn(payload)  # the redelivery, once the database is back
+
+    assert len(smtp.envelopes) == 1
+    assert message_row(message_id)["status"] == "sent"
+
+
+@pytest.mark.parametrize(("policy", "status", "emails"), [("resend", "sent", 1), ("hold", "held", 0)])
+def test_a_message_found_sending_with_no_outcome_is_counted_ambiguous_and_the_policy_decides(
+        system, smtp, monkeypatch, policy, status, emails):
+    monkeypatch.setattr(get_settings(), "ambiguous_send_policy", policy)
+    message_id = stored_message()
+    age(message_id, status="sending", at=datetime.now(UTC) - timedelta(hours=1))  # died between 250 and commit
+
+    actors.deliver_message.fn({"message_id": message_id})
+
+    assert len(smtp.envelopes) == emails
+    row = message_row(message_id)
+    assert (row["status"], row["ambiguous"]) == (status, 1)
+
+
+def test_a_message_found_sending_moments_ago_is_left_to_the_attempt_in_flight(system, smtp):
+    message_id = stored_message()
+    age(message_id, status="sending", at=datetime.now(UTC))
+
+    with pytest.raises(actors.handlers.SendInFlight):
+        actors.deliver_message.fn({"message_id": message_id})
+
+    assert smtp.envelopes == []
+    assert (message_row(message_id)["status"], message_row(message_id)["ambiguous"]) == ("sending", 0)
+
+
+def test_mail_status_shows_operators_the_ambiguous_and_held_sends(system, smtp, monkeypatch):
+    monkeypatch.setattr(get_settings(), "ambiguous_send_policy", "hold")
+    held = stored_message()
+    age(held, status="sending", at=datetime.now(UTC) - timedelta(hours=1))
+    actors.deliver_message.fn({"message_id": held})
+    stored_message()
+
+    result = CliRunner().invoke(cli.cli, ["mail", "status"])
+
+    assert result.exit_code == 0, result.output
+    assert "queued 1" in result.output and "held 1" in result.output
+    assert "ambiguous sends 1" in result.output and "policy hold" in result.output
+
+
+def test_the_sweep_requeues_a_message_the_broker_lost_and_it_is_sent_once(system, monkeypatch):
+    monkeypatch.setattr(get_settings(), "mail_reconcile_after_s", 60)
+    lost, fresh = stored_message(), stored_message()  # stored with no broker message: as if Redis lost it
+    with transaction("mailer") as session:
+        session.execute(sa.text("UPDATE outbound_messages SET created_at = :at WHERE id = :id"),
+                        {"id": lost, "at": datetime.now(UTC) - timedelta(minutes=5)})
+
+    assert reconcile.sweep() == 1
+    system.drain()
+    actors.deliver_message.send({"message_id": lost})  # the "lost" message was only late after all
+    system.drain()
+
+    assert [m["Message-ID"] for m in system.mails()] == [f"<{lost}@marketplace>"]
+    assert reconcile.sweep() == 0
+    assert message_row(lost)["status"] == "sent" and message_row(fresh)["status"] == "queued"
+
+
+@pytest.mark.parametrize(("route", "count"), [("chunks", 5), ("messages", 3)])
+def test_the_sweep_requeues_a_campaign_whose_send_the_broker_lost_and_each_recipient_gets_one_email(
+        system, monkeypatch, route, count):
+    monkeypatch.setattr(get_settings(), "mail_reconcile_after_s", 60)
+    monkeypatch.setattr(get_settings(), "campaign_chunk_spacing_s", 0.01)
+    long_ago = datetime.now(UTC) - timedelta(minutes=5)
+    with transaction("mailer") as session:  # stored, its first send lost with the broker's queue
+        session.add(Campaign(id="c-lost", title="t", subject="Hi #name", body="Dear #name", route=route,
+                             status="queued", total=count, sent=0, failed=0, chunk_size=2, next_chunk=0,
+                             created_at=long_ago))
+        session.flush()
+        session.add_all(CampaignRecipient(campaign_id="c-lost", position=i, email=f"p{i}@example.com",
+                                          fields={"name": f"P{i}"}, status="queued", attempts=0)
+                        for i in range(count))
+
+    assert reconcile.sweep() == 1
+    assert reconcile.sweep() == 0  # swept once per threshold, not on every pass
+    system.drain()
+
+    assert sorted(m["To"] for m in system.mails()) == [f"p{i}@example.com" for i in range(count)]
+    assert system.rows("mailer", "SELECT status, sent FROM campaigns") == [{"status": "completed", "sent": count}]
