@@ -138,7 +138,7 @@ def market(args, data: Path, databases: str, vhost: str | None) -> list[tuple]:
         wait_until("the api", lambda: answers(f"{api}/healthz"), timeout=60)
         template = pending_orders(api, env, 1)[0]["order"]
         orders = iter(copies(databases.format(service="api"), template["id"],
-                             int(sum(args.rates) * args.seconds) + 10))
+                             int(sum(args.rates) * args.seconds) + 60))  # and the warm-up's 50
         print(f"market up (processes: gunicorn {args.web_workers} gthread workers, PostgreSQL, RabbitMQ with "
               "confirms, mailer on Redis): POST /webhooks/stripe, each paying its own pending order", flush=True)
         results = climb(port, "/webhooks/stripe", args.rates, args.seconds, lambda: signed(next(orders)))
