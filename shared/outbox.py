@@ -1,10 +1,11 @@
 """Transactional outbox and idempotent inbox.
 
 A service never publishes straight to a broker: it writes outbox rows in the same
-transaction as its state change. Right after commit the rows are sent, one Dramatiq
-message each, on the target service's broker; a relay re-sends rows a crash left
-unsent. Consumers record each event id in their inbox in the same transaction as
-their effects, so a redelivered message changes nothing.
+transaction as its state change. Right after commit the rows go to this process's
+publisher thread (`shared.publisher`), which sends them, one Dramatiq message each, on
+the target service's broker; a relay re-sends rows a crash left unsent. Consumers
+record each event id in their inbox in the same transaction as their effects, so a
+redelivered message changes nothing.
 """
 
 import logging
@@ -23,7 +24,8 @@ from sqlalchemy.orm import Session
 from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
 from shared.db import after_release, engine_for, inbox, outbox, transaction
 from shared.messaging import PermanentError, broker_for, reaches_workers
-from shared.settings import get_settings
+from shared.publisher import Publisher
+from shared.settings import SERVICES, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +51,29 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
     session.info.setdefault("outbox", []).append(row | {"delay_ms": delay_ms})
 
 
+def _send_rows(owner: str, rows: list[dict]) -> None:
+    """Publish the rows (each waits for the broker's confirm), then mark those sent in one transaction."""
+    sent = _enqueue(rows)
+    if sent:
+        with engine_for(owner).begin() as conn:
+            _mark_sent(conn, sent)
+
+
+publisher = Publisher(lambda owner, rows: _send_rows(owner, rows),
+                      lambda: [broker_for(service) for service in SERVICES])
+
+
 @sa_event.listens_for(Session, "after_commit")
 def _dispatch_after_commit(session: Session) -> None:
     rows = session.info.pop("outbox", None)
     if rows:
-        # Marking the rows sent takes a connection: only once the session has given its own back.
-        after_release(session, partial(_send_after_commit, session.info["service"], rows))
-
-
-def _send_after_commit(owner: str, rows: list[dict]) -> None:
-    try:
-        _send_rows(owner, rows)
-    except Exception:
-        log.exception("Sending %d outbox messages after commit failed; the relay will send them.", len(rows))
+        # Handed over once the session's connection is back in the pool: the publisher takes one to mark them.
+        after_release(session, partial(publisher.submit, session.info["service"], rows))
 
 
 @sa_event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop("outbox", None)
-
-
-def _send_rows(owner: str, rows: list[dict]) -> None:
-    sent = _enqueue(rows)
-    if sent:
-        with engine_for(owner).begin() as conn:
-            _mark_sent(conn, sent)
 
 
 def _enqueue(rows: list[dict]) -> list[dict]:

@@ -15,6 +15,7 @@ from werkzeug.test import Client
 from services.api.users import create_admin
 from shared.db import transaction
 from shared.messaging import broker_for
+from shared.outbox import publisher
 from shared.settings import SERVICES, get_settings
 
 PASSWORD = "correct horse battery"
@@ -33,9 +34,11 @@ class System:
         return self.client.open(path, method=method, json=json_body, headers=headers, **kwargs)
 
     def drain(self, fail_fast: bool = True, timeout_s: float = 20) -> None:
-        """Wait until every queue of every service is empty (work may cascade between services)."""
+        """Wait until the outbox publisher has sent everything and every queue of every service is empty
+        (work may cascade between services)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            # Queues first: an actor hands its rows to the publisher before its message counts as done.
             busy = False
             for service in SERVICES:
                 broker = broker_for(service)
@@ -43,7 +46,7 @@ class System:
                     if broker.queues[queue].qsize() or broker.queues[queue].unfinished_tasks:
                         busy = True
                         broker.join(queue, fail_fast=fail_fast, timeout=int(timeout_s * 1000))
-            if not busy:
+            if not publisher.flush(timeout_s) and not busy:
                 return
         raise AssertionError(f"queues still busy after {timeout_s} s")
 

@@ -14,7 +14,7 @@ from shared import outbox as outbox_module
 from shared.contracts import PurchaseCompleted, PurchaseLine, envelope
 from shared.db import engine_for, outbox, transaction
 from shared.messaging import broker_for
-from shared.outbox import consume, publish, purge, relay
+from shared.outbox import consume, publish, publisher, purge, relay
 
 
 def purchase(order_id: int = 1) -> PurchaseCompleted:
@@ -34,6 +34,7 @@ def test_a_published_event_leaves_once_per_subscriber_right_after_commit(system)
         # Not visible outside the transaction yet (read outside any transaction: one would wait for this one).
         with closing(sqlite3.connect(engine_for("api").url.database)) as reader:
             assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    publisher.flush()
     rows = system.rows("api", "SELECT actor, sent_at FROM outbox")
     assert sorted(r["actor"] for r in rows) == ["api.on_purchase_completed", "billing.on_purchase_completed",
                                                 "mailer.on_purchase_completed", "media.on_purchase_completed",
@@ -59,6 +60,7 @@ def test_the_relay_sends_what_a_crash_after_commit_left_unsent(system, monkeypat
     monkeypatch.setattr(outbox_module, "_enqueue", broker_down)
     with transaction("api") as session:
         publish(session, purchase())
+    publisher.flush()
     assert unsent(system) == 5
     monkeypatch.undo()
 
@@ -73,6 +75,7 @@ def test_the_relay_leaves_fresh_rows_to_the_after_commit_dispatch(system, monkey
     monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: (_ for _ in ()).throw(ConnectionError()))
     with transaction("api") as session:
         publish(session, purchase())
+    publisher.flush()
     monkeypatch.undo()
     assert relay("api", older_than_s=60) == 0
     assert unsent(system) == 5
