@@ -13,6 +13,8 @@ from collections.abc import Callable
 from functools import cache
 
 import dramatiq
+import pika
+import redis
 import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
@@ -126,6 +128,38 @@ def broker_for(service: str) -> dramatiq.Broker:
     # `after_` hooks run in reverse order: placed before Retries, FailedJobs sees Retries' verdict.
     broker.add_middleware(FailedJobs(service), before=Retries)
     return broker
+
+
+PING_TIMEOUT_S = 2  # a probe must answer within the platform's probe timeout (compose and k8s: 5 s)
+
+
+def ping_brokers(services) -> dict[str, str]:
+    """"ok" or "down (why)" for the broker of each of `services`, each server asked once."""
+    settings = get_settings()
+    by_url: dict[str, str] = {}
+    states = {}
+    for service in services:
+        url = settings.broker_url_for(service)
+        if url not in by_url:
+            by_url[url] = _ping(url)
+        states[f"broker of {service}"] = by_url[url]
+    return states
+
+
+def _ping(url: str) -> str:
+    """Open and close a connection to the broker at `url` (an in-memory one always answers)."""
+    try:
+        if url.startswith("amqp"):
+            params = pika.URLParameters(url)
+            params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, PING_TIMEOUT_S, PING_TIMEOUT_S
+            pika.BlockingConnection(params).close()
+        elif url.startswith("redis"):
+            with redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_S,
+                                      socket_connect_timeout=PING_TIMEOUT_S) as client:
+                client.ping()
+    except (pika.exceptions.AMQPError, redis.exceptions.RedisError, OSError) as exc:
+        return f"down ({type(exc).__name__})"
+    return "ok"
 
 
 def reaches_workers(broker: dramatiq.Broker) -> bool:
