@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     worker_threads: int = 8
     worker_shutdown_timeout_ms: int = 25_000
+    # A worker refuses a broker Redis that keeps no append-only file (a restart would lose every queued
+    # message); set this to run on one anyway, e.g. a development machine's Redis.
+    allow_volatile_redis: bool = False
 
     # Mail
     mail_transport: str = "file"  # file | smtp | simulated
