@@ -7,6 +7,7 @@ import redis.exceptions
 import sqlalchemy as sa
 from flask import Flask
 
+from shared.settings import SERVICES
 from shared.web import harden
 
 UNAVAILABLE = [sa.exc.OperationalError("SELECT 1", None, ConnectionRefusedError("connection refused")),
@@ -52,3 +53,9 @@ def test_media_has_healthz_and_readyz_and_its_readiness_checks_its_database(syst
     client = create_app().test_client()
     assert client.get("/healthz").json["status"] == "ok"
     assert client.get("/readyz").json["checks"] == {"database": "ok"}
+
+
+def test_the_api_is_ready_when_its_database_and_every_broker_it_publishes_to_answer(system):
+    body = system.client.get("/readyz").json
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "ok"} | {f"broker of {s}": "ok" for s in SERVICES}
