@@ -78,7 +78,8 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
     args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
             "--processes", str(processes or settings.worker_processes),
             "--threads", str(threads or settings.worker_threads),
-            "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms)]
+            "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms),
+            "--worker-fork-timeout", str(settings.worker_boot_wait_ms)]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
 
 

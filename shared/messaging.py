@@ -13,6 +13,8 @@ from collections.abc import Callable
 from functools import cache
 
 import dramatiq
+import pika
+import redis
 import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
@@ -128,15 +130,89 @@ def broker_for(service: str) -> dramatiq.Broker:
     return broker
 
 
+PING_TIMEOUT_S = 2  # a probe must answer within the platform's probe timeout (compose and k8s: 5 s)
+
+
+def ping_brokers(services) -> dict[str, str]:
+    """"ok" or "down (why)" for the broker of each of `services`, each server asked once."""
+    settings = get_settings()
+    by_url: dict[str, str] = {}
+    states = {}
+    for service in services:
+        url = settings.broker_url_for(service)
+        if url not in by_url:
+            by_url[url] = _ping(url)
+        states[f"broker of {service}"] = by_url[url]
+    return states
+
+
+def _ping(url: str) -> str:
+    """Open and close a connection to the broker at `url` (an in-memory one always answers)."""
+    try:
+        if url.startswith("amqp"):
+            params = pika.URLParameters(url)
+            params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, PING_TIMEOUT_S, PING_TIMEOUT_S
+            pika.BlockingConnection(params).close()
+        elif url.startswith("redis"):
+            with redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_S,
+                                      socket_connect_timeout=PING_TIMEOUT_S) as client:
+                client.ping()
+    except (pika.exceptions.AMQPError, redis.exceptions.RedisError, OSError) as exc:
+        return f"down ({type(exc).__name__})"
+    return "ok"
+
+
 def reaches_workers(broker: dramatiq.Broker) -> bool:
     """False for an in-memory broker that no worker of this process consumes."""
     return not isinstance(broker, StubBroker) or getattr(broker, "consumed_here", False)
+
+
+def keeps_append_only_file(client: redis.Redis) -> bool | None:
+    """Whether a Redis keeps an append-only file; None when it will not say (CONFIG and INFO disabled)."""
+    try:
+        return client.config_get("appendonly").get("appendonly") == "yes"
+    except redis.exceptions.ResponseError:  # CONFIG is often renamed or disabled on managed Redis
+        pass
+    try:
+        return str(client.info("persistence").get("aof_enabled")) == "1"
+    except redis.exceptions.ResponseError:
+        return None
+
+
+def require_durable_broker(service: str) -> None:
+    """Exit when `service` consumes a Redis that would lose its queues on a restart (no append-only file),
+    unless MARKET_ALLOW_VOLATILE_REDIS says that is fine here."""
+    settings = get_settings()
+    url = settings.broker_url_for(service)
+    if not url.startswith("redis"):
+        return
+    try:
+        with redis.Redis.from_url(url, socket_timeout=PING_TIMEOUT_S, socket_connect_timeout=PING_TIMEOUT_S) as client:
+            durable = keeps_append_only_file(client)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        # Not ours to decide: the broker connection itself retries and reports an unreachable server.
+        log.warning("Could not check whether %s's broker Redis keeps its queues (%s).", service, exc)
+        return
+    if durable:
+        return
+    if durable is None:
+        log.warning("%s's broker Redis refuses CONFIG and INFO: cannot tell whether it keeps an append-only file. "
+                    "Make sure it does (appendonly yes), or a Redis restart loses every queued message.", service)
+    elif settings.allow_volatile_redis:
+        log.warning("%s's broker Redis keeps NO append-only file: a Redis restart loses every queued message. "
+                    "Allowed by MARKET_ALLOW_VOLATILE_REDIS; never do this in production.", service)
+    else:
+        raise SystemExit(
+            f"Error: the {service} worker will not start: its broker Redis keeps no append-only file, so a Redis "
+            "restart would lose every queued message. Run Redis with `appendonly yes` and `appendfsync everysec` "
+            "(compose/docker-compose.yml does), or set MARKET_ALLOW_VOLATILE_REDIS=1 where losing them is fine.")
 
 
 def add_worker_duties(service: str) -> None:
     """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
     from shared.outbox import purge, relay
 
+    require_durable_broker(service)
     settings = get_settings()
     broker = broker_for(service)
     broker.consumed_here = True

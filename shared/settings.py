@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     worker_threads: int = 8
     worker_shutdown_timeout_ms: int = 25_000
+    # How long Dramatiq's parent waits for its worker processes to say they booted (its --worker-fork-timeout,
+    # 30 s by default) before it watches them. A child killed while booting never says so, and the parent sat
+    # out the whole wait before noticing and exiting. The wait only orders "fork" processes after the workers,
+    # and no middleware of ours has any, so a short one costs nothing.
+    worker_boot_wait_ms: int = Field(default=1000, ge=10, le=1_800_000)
+    # A worker refuses a broker Redis that keeps no append-only file (a restart would lose every queued
+    # message); set this to run on one anyway, e.g. a development machine's Redis.
+    allow_volatile_redis: bool = False
 
     # Mail
     mail_transport: str = "file"  # file | smtp | simulated

@@ -1,16 +1,30 @@
 """What every HTTP app of the system shares: JSON errors, bounded bodies, JSON that cannot crash the parser,
-and security headers on every response."""
+security headers on every response, 503 when a dependency is down, and the /healthz and /readyz probes."""
 
 import json
 import logging
+from collections.abc import Iterable
 
+import dramatiq
+import pika.exceptions
+import redis.exceptions
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from shared.db import transaction
+from shared.messaging import ping_brokers
+from shared.settings import get_settings
+
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
+RETRY_AFTER_S = "5"
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
+# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
+BROKER_UNAVAILABLE = (dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError,
+                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -45,8 +59,10 @@ def harden(app: Flask) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
-    for unavailable in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
+    for unavailable in DATABASE_UNAVAILABLE:
         app.register_error_handler(unavailable, _database_unavailable)
+    for unavailable in BROKER_UNAVAILABLE:
+        app.register_error_handler(unavailable, _broker_unavailable)
     app.after_request(_security_headers)
     return app
 
@@ -68,7 +84,44 @@ def _database_unavailable(exc: Exception):
     """The database is down, restarting, or every connection is busy: the client should come back shortly
     (payment providers retry a 503), not read a 500 as a bug."""
     log.warning("Answered 503: the database is unavailable (%s).", type(exc).__name__)
-    return jsonify({"error": "the database is unavailable right now; try again shortly"}), 503, {"Retry-After": "5"}
+    return _unavailable("the database is unavailable right now; try again shortly")
+
+
+def _broker_unavailable(exc: Exception):
+    """A message broker (RabbitMQ or Redis) is down: the same answer as a database that is down."""
+    log.warning("Answered 503: a message broker is unavailable (%s).", type(exc).__name__)
+    return _unavailable("a message broker is unavailable right now; try again shortly")
+
+
+def _unavailable(message: str, **body):
+    return jsonify({"error": message, **body}), 503, {"Retry-After": RETRY_AFTER_S}
+
+
+def add_probes(app: Flask, service: str, publishes_to: Iterable[str]) -> None:
+    """`/healthz`: the process answers (nothing else is checked, so a restart cannot cure a database that is
+    down); `/readyz`: the service's database and the brokers it publishes to answer, else 503 naming them."""
+    @app.get("/healthz")
+    def healthz():
+        # The fingerprint is configuration, not a check: `market demo` compares it with its own.
+        return {"status": "ok", "service": service, "database": get_settings().database_fingerprint(service)}
+
+    @app.get("/readyz")
+    def readyz():
+        checks = {"database": _ping_database(service), **ping_brokers(publishes_to)}
+        down = [name for name, state in checks.items() if state != "ok"]
+        if down:
+            log.warning("Not ready: %s down.", ", ".join(down))
+            return _unavailable(f"not ready: {', '.join(down)} unavailable", down=down, checks=checks)
+        return {"status": "ok", "service": service, "checks": checks}
+
+
+def _ping_database(service: str) -> str:
+    try:
+        with transaction(service) as session:
+            session.execute(sa.text("SELECT 1"))
+    except DATABASE_UNAVAILABLE as exc:
+        return f"down ({type(exc).__name__})"
+    return "ok"
 
 
 def _security_headers(response: Response) -> Response:

@@ -1,15 +1,13 @@
 """The api's Flask application factory."""
 
 from flask import Flask
-from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.api import campaigns, catalog, leads, notifications, orders, review, users, webhooks
 from services.api.http import init_limiter, register_errors
 from shared import observability
-from shared.db import transaction
-from shared.settings import get_settings, require_real_secrets
-from shared.web import harden
+from shared.settings import SERVICES, get_settings, require_real_secrets
+from shared.web import add_probes, harden
 
 
 def create_app() -> Flask:
@@ -24,11 +22,6 @@ def create_app() -> Flask:
     for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp, leads.bp, review.bp, notifications.bp,
                       campaigns.bp):
         app.register_blueprint(blueprint)
-
-    @app.get("/healthz")
-    def healthz():
-        with transaction("api") as session:
-            session.execute(text("SELECT 1"))
-        return {"status": "ok", "service": "api", "database": get_settings().database_fingerprint("api")}
-
+    # Webhooks go to the api's own queue and purchase.completed to every service, so all brokers count.
+    add_probes(app, "api", publishes_to=SERVICES)
     return app

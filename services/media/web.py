@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from flask import Flask, send_file
-from sqlalchemy import text, update
+from sqlalchemy import update
 
 from services.media.links import LinkExpired, LinkInvalid, signer
 from services.media.models import DownloadGrant, ProductFile
@@ -13,7 +13,7 @@ from shared import observability
 from shared.db import transaction
 from shared.settings import get_settings, require_real_secrets
 from shared.storage import LocalStorage, safe_content_type, safe_filename
-from shared.web import harden
+from shared.web import add_probes, harden
 
 
 def create_app() -> Flask:
@@ -46,12 +46,7 @@ def create_app() -> Flask:
             raise
         return _attachment(stream, file)
 
-    @app.get("/healthz")
-    def healthz():
-        with transaction("media") as session:
-            session.execute(text("SELECT 1"))
-        return {"status": "ok", "service": "media"}
-
+    add_probes(app, "media", publishes_to=())  # it serves files and counts them: it publishes nothing
     return app
 
 

@@ -145,12 +145,55 @@ SECRETS = {"MARKET_STRIPE_WEBHOOK_SECRET": f"whsec_{secrets.token_urlsafe(32)}",
            "MARKET_MEDIA_SIGNING_SECRET": secrets.token_urlsafe(32)}
 
 
+# This machine's Redis (REDIS) keeps nothing on disk; workers refuse such a broker unless told it is fine here.
+VOLATILE_REDIS_OK = {"MARKET_ALLOW_VOLATILE_REDIS": "1"}
+
+
 def base_env(tmp_path: Path, databases: Databases, **overrides: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
     env.update({"MARKET_DATA_DIR": str(tmp_path / "data"), "MARKET_DATABASE_URL": databases.template,
-                "MARKET_BROKER_URL": AMQP, "MARKET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **SECRETS})
+                "MARKET_BROKER_URL": AMQP, "MARKET_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **SECRETS,
+                **VOLATILE_REDIS_OK})
     env.update(overrides)
     return env
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, which a test may stop (the machine's one it must not)."""
+
+    def __init__(self, directory: Path, *options: str):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--dir", str(directory), "--save", "", *options],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(f"redis-server on port {self.port}", self._answers, timeout=20)
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Start a Redis of our own with the given options; every one started is stopped afterwards."""
+    started = []
+
+    def start(*options: str) -> RedisServer:
+        started.append(RedisServer(tmp_path / f"redis-{len(started)}", *options))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

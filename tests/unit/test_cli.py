@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from services import cli, runner
-from shared.settings import get_settings
+from shared.settings import SERVICES, get_settings
 from tests.unit.test_compose import resolve_market_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +92,20 @@ def test_starting_the_embedded_workers_warns_about_no_middleware_added_twice(tmp
     assert done.returncode == 0, done.stderr
     assert "started and stopped" in done.stdout
     assert "middleware of the same type" not in done.stderr, done.stderr
+
+
+def test_worker_passes_a_short_boot_wait_to_dramatiq(monkeypatch):
+    run = []
+    monkeypatch.setattr(os, "execvp", lambda file, args: run.append(args))
+    assert CliRunner().invoke(cli.cli, ["worker", "billing"]).exit_code == 0
+    args = run[0]
+    assert args[args.index("--worker-fork-timeout") + 1] == str(get_settings().worker_boot_wait_ms) == "1000"
+
+
+def test_no_middleware_has_fork_processes_so_a_short_boot_wait_loses_nothing():
+    # Dramatiq's boot wait only starts middleware "forks" after the workers booted; with none, it guards nothing.
+    from services import registry
+
+    for service in SERVICES:
+        broker = registry.load_actors(service)
+        assert [m for m in broker.middleware if m.forks] == [], service

@@ -219,7 +219,16 @@ def test_the_web_apps_bind_the_ports_they_publish_and_probe():
         assert command[command.index("--bind") + 1] == f"0.0.0.0:{port}", name
         assert container_ports(services()[name]) == {port}, name
         probe = " ".join(services()[name]["healthcheck"]["test"])
-        assert f"127.0.0.1:{port}/healthz" in probe, name
+        assert f"127.0.0.1:{port}/readyz" in probe, name  # ready: its database and brokers answer
+
+
+def test_the_broker_redis_keeps_an_append_only_file_synced_every_second():
+    # Without one a Redis restart loses every queued mail (the workers also refuse such a Redis).
+    command = services()["redis"]["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    assert any(str(volume).split(":")[1] == "/data" for volume in services()["redis"]["volumes"])
 
 
 # --------------------------------------------------------- the resolver itself
