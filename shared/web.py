@@ -23,7 +23,7 @@ RETRY_AFTER_S = "5"
 DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 # What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
 # own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
-BROKER_UNAVAILABLE = (dramatiq.errors.ConnectionError, redis.exceptions.ConnectionError,
+BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
                       redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
 
 SECURITY_HEADERS = {
