@@ -17,6 +17,7 @@ import pika
 import pytest
 import redis
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 
 from tests.support import free_port, wait_until  # noqa: F401 (the tier's tests import them from here)
 
@@ -204,3 +205,23 @@ def processes(tmp_path):
     if os.environ.get("MARKET_SHOW_LOGS"):
         for log in sorted(tmp_path.glob("*.log")):
             print(f"==== {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+class Inbox:
+    """An SMTP server's mailbox."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.content.decode("utf-8", errors="replace"))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, inbox
+    controller.stop()

@@ -10,9 +10,7 @@ import re
 import urllib.request
 from email import policy
 
-import pytest
 import stripe
-from aiosmtpd.controller import Controller
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -21,26 +19,6 @@ from tests.integration.conftest import AMQP, REDIS, SECRETS, base_env, clean_bro
 PASSWORD = "correct horse battery"
 SECRET = SECRETS["MARKET_STRIPE_WEBHOOK_SECRET"]
 CONSUMERS = ["api", "billing", "mailer", "media", "reports"]
-
-
-class Inbox:
-    """An SMTP server's mailbox."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope.content.decode("utf-8", errors="replace"))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller.port, inbox
-    controller.stop()
 
 
 def http(method: str, url: str, body=None, token=None, headers=None) -> tuple[int, dict | bytes]:

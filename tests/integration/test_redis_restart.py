@@ -1,0 +1,82 @@
+"""The mailer's broker Redis, with its append-only file, restarted in the middle of a burst: every email
+arrives, once."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+
+from shared.contracts import LeadCreated, envelope
+from tests.integration.conftest import base_env, free_port, wait_until
+
+BURST = 150
+
+
+class Redis:
+    """A redis-server of the test's own, keeping an append-only file, that can be restarted."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.server = folder, free_port(), None
+
+    def start(self) -> None:
+        self.server = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""], stdout=subprocess.DEVNULL)
+        wait_until("redis to answer", self.answers, timeout=30)
+
+    def answers(self) -> bool:
+        return subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+                              text=True).stdout.strip() == "PONG"
+
+    def restart(self) -> None:
+        """SHUTDOWN (which writes the append-only file out), then start again on the same files."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True)
+        self.server.wait(timeout=30)
+        self.start()
+
+    def stop(self) -> None:
+        if self.server and self.server.poll() is None:
+            self.server.terminate()
+            self.server.wait(timeout=30)
+
+
+@pytest.fixture
+def redis_aof(tmp_path):
+    server = Redis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def lead(i: int) -> dict:
+    return envelope(LeadCreated(lead_id=i, lead_name=f"Lead {i}", lead_email=f"lead{i}@example.com",
+                                assigned_user_id=i, assigned_email=f"agent{i}@example.com", assigned_name="Agent"))
+
+
+def test_a_redis_restart_in_the_middle_of_a_burst_loses_and_doubles_no_email(
+        tmp_path, databases, processes, smtp, redis_aof):
+    smtp_port, inbox = smtp
+    url = f"redis://127.0.0.1:{redis_aof.port}/0"
+    processes.env = base_env(tmp_path, databases, MARKET_MAILER_BROKER_URL=url, MARKET_ALLOW_VOLATILE_REDIS="0",
+                             MARKET_MAIL_TRANSPORT="smtp", MARKET_SMTP_PORT=str(smtp_port),
+                             MARKET_OUTBOX_RELAY_AFTER_S="1", MARKET_MAIL_RECONCILE_INTERVAL_S="2",
+                             MARKET_MAIL_RECONCILE_AFTER_S="10")
+    processes.run("migrate")
+    processes.start("mailer", "worker", "mailer")
+    broker = RedisBroker(url=url)
+    broker.declare_queue("mailer.events")
+    for i in range(BURST):  # as the api's publisher sends lead.created
+        broker.enqueue(Message(queue_name="mailer.events", actor_name="mailer.on_lead_created", args=(lead(i),),
+                               kwargs={}, options={}))
+
+    wait_until("a third of the emails", lambda: len(inbox.messages) >= BURST // 3, timeout=120)
+    redis_aof.restart()
+    wait_until("every email", lambda: len(inbox.messages) >= BURST, timeout=180)
+
+    recipients = [line.split(":", 1)[1].strip() for m in inbox.messages for line in m.splitlines()
+                  if line.startswith("To:")]
+    assert sorted(recipients) == sorted(f"agent{i}@example.com" for i in range(BURST))
+    sent = databases.rows("mailer", "SELECT count(*) AS n FROM outbound_messages WHERE status = 'sent'")
+    assert sent == [{"n": BURST}]
