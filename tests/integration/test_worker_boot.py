@@ -25,8 +25,9 @@ def test_a_worker_process_killed_while_booting_ends_the_worker_command_well_befo
     worker = processes.start("worker", "worker", "billing")
 
     # Importing the service's modules takes the child far longer than this poll, so it dies mid-boot.
-    child = wait_until("the worker process to be forked", lambda: children(worker.pid), timeout=60, interval=0.005)
-    os.kill(child[0], signal.SIGKILL)
+    forked = wait_until("the worker process to be forked", lambda: children(worker.pid), timeout=60, interval=0.005)
+    for child in forked:  # the worker process, and any helper process Dramatiq or multiprocessing started
+        os.kill(child, signal.SIGKILL)
 
     wait_until("`market worker` to exit", lambda: worker.poll() is not None, timeout=BOOT_WAIT_S / 2)
     assert worker.returncode != 0
