@@ -10,6 +10,7 @@ from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, SendFailed
 from services.mailer.templates import render
 from shared.contracts import DownloadsReady, LeadCreated, ProductApproved, ProductRejected, PurchaseCompleted
+from shared.db import insert_ignore
 from shared.messaging import PermanentError
 from shared.outbox import send
 
@@ -17,12 +18,17 @@ log = logging.getLogger(__name__)
 
 
 def queue_email(session: Session, dedupe_key: str, template: str, to: str, context: dict) -> None:
-    """Render and store a message, and queue its delivery in the same transaction."""
+    """Render and store a message, and queue its delivery in the same transaction; a message already
+    stored under `dedupe_key` (the same email, announced again under a new event id) is left alone."""
     subject, text, html = render(template, context)
-    message = OutboundMessage(id=str(uuid.uuid4()), dedupe_key=dedupe_key, template=template, to_email=to,
-                              subject=subject, text=text, html=html)
-    session.add(message)
-    send(session, "mailer", "mailer.outbound", "mailer.deliver_message", {"message_id": message.id})
+    message_id = str(uuid.uuid4())
+    # Insert-if-absent, not insert-and-catch: a unique violation would abort the whole transaction (inbox row
+    # included) and the actor would retry an email that is already recorded.
+    if not insert_ignore(session, OutboundMessage.__table__, id=message_id, dedupe_key=dedupe_key,
+                         template=template, to_email=to, subject=subject, text=text, html=html):
+        log.info("The %s email %s is already recorded; this announcement of it is skipped.", template, dedupe_key)
+        return
+    send(session, "mailer", "mailer.outbound", "mailer.deliver_message", {"message_id": message_id})
 
 
 def on_purchase_completed(session: Session, event: PurchaseCompleted) -> None:
