@@ -174,6 +174,10 @@ def mail_status() -> None:
     for name in ("queued", "sending", "sent", "failed", "held"):
         click.echo(f"{name} {found['statuses'].get(name, 0)}")
     click.echo(f"ambiguous sends {found['ambiguous']} (policy {get_settings().ambiguous_send_policy})")
+    for label, key in (("campaign recipients", "campaign_recipients"), ("invoice chunks", "invoice_chunks")):
+        counts = found[key]
+        click.echo(f"{label}: sending {counts.get('sending', 0)}, held {counts.get('held', 0)}, "
+                   f"ambiguous sends {counts['ambiguous']}")
 
 
 @cli.command("seed-invoices")

@@ -11,13 +11,11 @@ from shared.contracts import (
     CampaignControlRequested,
     CampaignRequested,
     DownloadsReady,
-    InvoiceEmailsRequested,
     LeadCreated,
     ProductApproved,
     ProductRejected,
     PurchaseCompleted,
 )
-from shared.db import transaction
 from shared.messaging import PeriodicDuties, actor, broker_for, defer
 from shared.outbox import consume
 from shared.settings import get_settings
@@ -63,13 +61,14 @@ def carry_on(payload: dict, delay_ms: int) -> None:
 
 @actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)
 def on_invoice_emails_requested(envelope: dict) -> None:
-    """Send a chunk of invoice emails; the inbox keeps a redelivered chunk from being sent again."""
+    """Send a chunk of invoice emails; its attempt is recorded first, so a redelivered chunk is not sent again."""
     settings = get_settings()
-    send = partial(invoices.send_chunk, sender=sender_from(settings), storage=LocalStorage(settings.storage_dir))
     try:
-        consume(SERVICE, "mailer.on_invoice_emails_requested", envelope, InvoiceEmailsRequested, send)
+        invoices.send_chunk(envelope, sender_from(settings), LocalStorage(settings.storage_dir), settings)
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
+    except handlers.SendInFlight:  # look again once that attempt would count as ambiguous, spending no retry
+        defer(SERVICE, int(settings.mail_ambiguous_after_s * 1000))
 
 
 # Notifications: 3 attempts, 60 s each (seeds 001 and 003); delivery itself retries in deliver_message.
@@ -138,17 +137,22 @@ def send_campaign_chunk(payload: dict) -> None:
 
 
 def _send_campaign(handler, campaign_id: str, part: int, budget_s: float) -> None:
-    """Run a sending handler. Provider down: defer, spending no retry. Rate limit or budget ran out: go on
-    soon in a new message. Recipients refused for now: raise, so Retries try them again with backoff
-    (max_retries leaves room beyond the 3 attempts each recipient gets)."""
+    """Run a sending handler. Provider down: defer, spending no retry. An attempt in flight: look again once
+    it would count as ambiguous. Rate limit or budget ran out: go on soon in a new message. Recipients refused
+    for now: raise, so Retries try them again with backoff (max_retries leaves room beyond the 3 attempts each
+    recipient gets)."""
     settings = get_settings()
     mail = campaign_sending.Mail(sender_from(settings), pacer_from(settings), settings.campaign_chunk_spacing_s,
-                                 budget_s)
+                                 budget_s, policy=settings.ambiguous_send_policy,
+                                 ambiguous_after_s=settings.mail_ambiguous_after_s,
+                                 bookkeeping_retry_s=settings.mail_bookkeeping_retry_s)
     try:
-        with transaction(SERVICE) as session:
-            outcome = handler(session, campaign_id, part, mail)
+        outcome = handler(campaign_id, part, mail)
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
+        return
+    except handlers.SendInFlight:
+        defer(SERVICE, int(settings.mail_ambiguous_after_s * 1000))
         return
     if outcome.untried:
         defer(SERVICE, 1000)

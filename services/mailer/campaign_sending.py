@@ -1,28 +1,40 @@
 """Sending a campaign: one chunk, or one recipient's message, over one connection at the shared pace.
 
+Three steps, as for a single email (delivery.py), so a fault in the bookkeeping never sends anyone twice:
+claim the batch (its recipients `sending`, in a commit of its own, the campaign locked only for that),
+send without any lock, then record each recipient's outcome in a second transaction, retried alone when
+it fails. A recipient found `sending` was claimed by another attempt: moments ago, that attempt is in flight
+and the batch is left to it; long ago, its worker died between the server's reply and the record, so the
+send is ambiguous, counted, and resent or held as MARKET_AMBIGUOUS_SEND_POLICY says.
+
 Every recipient's outcome is recorded: sent; failed with the reason (a refused address at once, a
-temporary refusal once it has had `max_attempts`); or left queued for the message's retry. When the
-provider cannot be reached, send_guarded raises ProviderUnavailable before anything went out, the
-transaction rolls back and the actor defers the message: an outage fails nobody.
+temporary refusal once it has had `max_attempts`); or queued again for the message's retry (cancelled
+instead when the campaign was cancelled meanwhile). When the provider cannot be reached, send_guarded
+raises ProviderUnavailable before anything went out, the claim is given back and the actor defers the
+message: an outage fails nobody.
 """
 
 import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.mailer.campaigns import ACTIVE, dispatch, lock, progressed
+from services.mailer.delivery import retrying
+from services.mailer.handlers import SendInFlight
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
 from services.mailer.personalise import personalise
-from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, SendFailed, send_guarded
+from shared.db import transaction
 from shared.messaging import PermanentError
 
 log = logging.getLogger(__name__)
+SERVICE = "mailer"
 
 # The api validated every address; this only keeps anything that could break a header out of one.
 _ADDRESS = re.compile(r'[^@\s,;<>"]+@[^@\s,;<>"]+')
@@ -33,8 +45,11 @@ class Mail:
     sender: object
     pacer: Pacer | Unlimited
     chunk_spacing_s: float
-    budget_s: float  # no email is handed out after this long: the transaction commits well inside the time limit
+    budget_s: float  # no email is handed out after this long, so the outcome is recorded inside the time limit
     max_attempts: int = 3
+    policy: str = "resend"  # an ambiguous send is resent, or held for an operator
+    ambiguous_after_s: float = 90.0  # a recipient `sending` for longer has no attempt in flight
+    bookkeeping_retry_s: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -47,94 +62,161 @@ class RecipientsRefused(Exception):
     """Some recipients were refused for now; raising makes Dramatiq retry the message, with backoff."""
 
 
-def send_chunk(session: Session, campaign_id: str, chunk: int, mail: Mail) -> Outcome:
+def send_chunk(campaign_id: str, chunk: int, mail: Mail) -> Outcome:
     """Send chunk `chunk` and, once each of its recipients is sent or failed, schedule the next. Safe twice:
-    the campaign row stays locked while the chunk goes out, a chunk other than the cursor is skipped, and
-    only recipients still queued are sent."""
+    a chunk other than the cursor is skipped, and only recipients still queued (or ambiguous) are sent."""
+    with transaction(SERVICE) as session:
+        claimed = _claim_chunk(session, campaign_id, chunk, mail)
+    if claimed is None:
+        return Outcome()
+    outcomes = _transmit(campaign_id, claimed, mail)
+    return retrying(lambda session: _record_chunk(session, campaign_id, chunk, claimed, outcomes, mail),
+                    mail.bookkeeping_retry_s)
+
+
+def send_message(campaign_id: str, position: int, mail: Mail) -> Outcome:
+    """Send one recipient's email. Safe twice: the recipient is claimed only while queued (or ambiguous)."""
+    with transaction(SERVICE) as session:
+        claimed = _claim_message(session, campaign_id, position, mail)
+    if claimed is None:
+        return Outcome()
+    outcomes = _transmit(campaign_id, claimed, mail)
+    return retrying(lambda session: _record_message(session, campaign_id, claimed, outcomes, mail),
+                    mail.bookkeeping_retry_s)
+
+
+def _claim_chunk(session: Session, campaign_id: str, chunk: int, mail: Mail) -> dict[int, Outgoing] | None:
     campaign = lock(session, campaign_id)
     if campaign is None:
         raise PermanentError(f"campaign {campaign_id} does not exist")
     if campaign.status not in ACTIVE or chunk != campaign.next_chunk:
         log.info("Campaign %s chunk %d skipped: the campaign is %s at chunk %d.", campaign_id, chunk,
                  campaign.status, campaign.next_chunk)
-        return Outcome()
+        return None
     first = chunk * campaign.chunk_size
-    due = list(session.scalars(sa.select(CampaignRecipient).where(
-        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status == "queued",
-        CampaignRecipient.position >= first, CampaignRecipient.position < first + campaign.chunk_size)
-        .order_by(CampaignRecipient.position)))
+    due = list(session.scalars(_unsettled(campaign_id).where(
+        CampaignRecipient.position >= first, CampaignRecipient.position < first + campaign.chunk_size)))
     log.info("Campaign %s chunk %d: %d recipients.", campaign_id, chunk, len(due))
+    return _claim(campaign, due, mail)
+
+
+def _claim_message(session: Session, campaign_id: str, position: int, mail: Mail) -> dict[int, Outgoing] | None:
+    # The campaign is locked before the recipient's row is written: PostgreSQL checks the foreign key of a row
+    # this transaction updates, taking a share lock on the campaign, and two messages each holding that share
+    # lock and asking for the row lock would deadlock.
+    campaign = lock(session, campaign_id)
+    if campaign is None:
+        raise PermanentError(f"campaign {campaign_id} does not exist")
+    if campaign.status == "cancelled":
+        session.execute(sa.update(CampaignRecipient).where(
+            CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.position == position,
+            CampaignRecipient.status == "queued").values(status="cancelled")
+            .execution_options(synchronize_session=False))
+    if campaign.status not in ACTIVE:
+        return None  # paused: resuming queues this recipient again
+    due = list(session.scalars(_unsettled(campaign_id).where(CampaignRecipient.position == position)))
+    if not due:
+        log.info("Campaign %s recipient %d skipped: no longer queued.", campaign_id, position)
+        return None
+    return _claim(campaign, due, mail)  # may be empty (held, or not an address): recorded all the same
+
+
+def _claim(campaign: Campaign, due: list[CampaignRecipient], mail: Mail) -> dict[int, Outgoing]:
+    """Record the attempt on each recipient of `due` before it is made; the batch to send, by position."""
+    now, in_flight_until = datetime.now(UTC), timedelta(seconds=mail.ambiguous_after_s)
+    if any(r.status == "sending" and now - _utc(r.attempted_at) < in_flight_until for r in due):
+        raise SendInFlight(f"campaign {campaign.id}: an attempt begun moments ago is sending these recipients")
     campaign.status = "sending"
-    outcome = _send(campaign, due, mail)
-    _tally(campaign, due)
-    if not outcome.refused and not outcome.untried:
+    claimed = {}
+    for r in due:
+        if r.status == "sending":
+            r.ambiguous += 1
+            log.warning("Campaign %s recipient %d was being sent when its worker stopped; whether it went out is "
+                        "unknown (policy: %s).", campaign.id, r.position, mail.policy)
+            if mail.policy == "hold":
+                r.status, r.error = "held", "ambiguous send held for an operator"
+                continue
+        if not _ADDRESS.fullmatch(r.email):
+            r.status, r.error = "failed", "not a deliverable address"
+            campaign.failed += 1
+            continue
+        claimed[r.position] = _outgoing(campaign, r)
+        r.status, r.attempts, r.attempted_at = "sending", r.attempts + 1, now
+    return claimed
+
+
+def _transmit(campaign_id: str, claimed: dict[int, Outgoing], mail: Mail) -> list[SendFailed | None]:
+    """Hand the batch to the transport at the shared pace; one outcome per email it took, in order."""
+    if not claimed:
+        return []
+    batch = PacedBatch(list(claimed.values()), mail.pacer, time.monotonic() + mail.budget_s)
+    try:
+        return send_guarded(mail.sender, batch)[:batch.taken]
+    except ProviderUnavailable as exc:
+        log.warning("Campaign %s: the mail provider is unavailable (%s); nothing went out, the work waits.",
+                    campaign_id, exc)
+        # Nothing went out: give the attempts back (if even that fails, they become ambiguous later).
+        retrying(lambda session: _record(session, lock(session, campaign_id), claimed, [], mail),
+                 mail.bookkeeping_retry_s)
+        raise
+    except Exception as exc:
+        # A transport bug, not an answer from the server: counted as a refusal for now (as when the rollback
+        # left these recipients queued, before the attempt was recorded), so a retry sends them and the rows say why.
+        log.exception("Campaign %s: the transport failed.", campaign_id)
+        return [SendFailed(f"{type(exc).__name__}: {exc}", permanent=False)] * batch.taken
+
+
+def _record_chunk(session: Session, campaign_id: str, chunk: int, claimed: dict[int, Outgoing],
+                  outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
+    campaign = lock(session, campaign_id)
+    outcome = _record(session, campaign, claimed, outcomes, mail)
+    # Once every recipient is settled the cursor moves on, even when paused (resuming sends the next chunk);
+    # compared with `chunk`, so recording twice moves it once.
+    if not outcome.refused and not outcome.untried and chunk == campaign.next_chunk:
         campaign.next_chunk += 1
-        if campaign.next_chunk * campaign.chunk_size >= campaign.total:
+        if campaign.status in ACTIVE and campaign.next_chunk * campaign.chunk_size >= campaign.total:
             _complete(campaign)
-        else:
+        elif campaign.status in ACTIVE:
             dispatch(session, campaign, delay_ms=int(mail.chunk_spacing_s * 1000))
     progressed(session, campaign)
     return outcome
 
 
-def send_message(session: Session, campaign_id: str, position: int, mail: Mail) -> Outcome:
-    """Send one recipient's email. Safe twice: the recipient is claimed (its row locked) only while queued."""
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise PermanentError(f"campaign {campaign_id} does not exist")
-    if campaign.status == "cancelled":
-        session.execute(_queued(campaign_id, position).values(status="cancelled"))
-    if campaign.status not in ACTIVE:
-        return Outcome()  # paused: resuming queues this recipient again
-    recipient = _claim(session, campaign_id, position)
-    if recipient is None:
-        log.info("Campaign %s recipient %d skipped: no longer queued.", campaign_id, position)
-        return Outcome()
-    outcome = _send(campaign, [recipient], mail)
-    # Lock the campaign before the recipient's row is written back: PostgreSQL checks the foreign key of a
-    # row this transaction already updated (the claim), taking a share lock on the campaign, and two
-    # messages each holding that share lock and asking for the row lock would deadlock.
-    with session.no_autoflush:
-        campaign = session.get(Campaign, campaign_id, with_for_update=True, populate_existing=True)
-    _tally(campaign, [recipient])
-    campaign.updated_at = datetime.now(UTC)  # a campaign making progress is not one the sweep re-queues
-    if campaign.status == "queued":
-        campaign.status = "sending"
-    if campaign.status == "sending" and campaign.sent + campaign.failed == campaign.total:
+def _record_message(session: Session, campaign_id: str, claimed: dict[int, Outgoing],
+                    outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
+    campaign = lock(session, campaign_id)
+    outcome = _record(session, campaign, claimed, outcomes, mail)
+    if campaign.status == "sending" and _settled(session, campaign):
         _complete(campaign)
     progressed(session, campaign)
     return outcome
 
 
-def _send(campaign: Campaign, recipients: list[CampaignRecipient], mail: Mail) -> Outcome:
-    """Send to `recipients` in one batch and record each outcome on its row."""
-    ready = []
-    for r in recipients:
-        if _ADDRESS.fullmatch(r.email):
-            ready.append(r)
-        else:
-            r.status, r.error = "failed", "not a deliverable address"
-    batch = PacedBatch([_outgoing(campaign, r) for r in ready], mail.pacer, time.monotonic() + mail.budget_s)
-    try:
-        outcomes = send_guarded(mail.sender, batch)[:batch.taken] if ready else []
-    except ProviderUnavailable as exc:
-        log.warning("Campaign %s: the mail provider is unavailable (%s); nothing is recorded, the work waits.",
-                    campaign.id, exc)
-        raise
-    now, refused = datetime.now(UTC), []
-    for r, failure in zip(ready, outcomes, strict=False):
-        r.attempts += 1
-        if failure is None:
+def _record(session: Session, campaign: Campaign, claimed: dict[int, Outgoing],
+            outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
+    """Record what became of the claimed recipients still `sending` (so recording twice changes nothing); those
+    beyond `outcomes` never went to the transport and are given back. Cancel wins for all but the sent."""
+    answered = dict(zip(claimed, outcomes, strict=False))
+    rows = list(session.scalars(sa.select(CampaignRecipient).where(
+        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.position.in_(list(claimed)),
+        CampaignRecipient.status == "sending")))
+    now, cancelled, refused, untried = datetime.now(UTC), campaign.status == "cancelled", [], 0
+    for r in rows:
+        if r.position not in answered:
+            r.status, r.attempts = "cancelled" if cancelled else "queued", r.attempts - 1
+            untried += not cancelled
+        elif (failure := answered[r.position]) is None:
             r.status, r.sent_at, r.error = "sent", now, None
         elif failure.permanent or r.attempts >= mail.max_attempts:
             r.status, r.error = "failed", failure.reason
         else:
-            r.error = failure.reason
-            refused.append(failure.reason)
-    if len(outcomes) < len(ready):
+            r.status, r.error = "cancelled" if cancelled else "queued", failure.reason
+            refused += [] if cancelled else [failure.reason]
+    _tally(campaign, rows)
+    if untried:
         log.info("Campaign %s: %d of %d recipients wait for the next message (rate limit, time budget or a "
-                 "dropped connection).", campaign.id, len(ready) - len(outcomes), len(ready))
-    return Outcome(tuple(refused), len(ready) - len(outcomes))
+                 "dropped connection).", campaign.id, untried, len(claimed))
+    return Outcome(tuple(refused), untried)
 
 
 def _tally(campaign: Campaign, sent_to: list[CampaignRecipient]) -> None:
@@ -154,13 +236,21 @@ def _complete(campaign: Campaign) -> None:
              campaign.total)
 
 
-def _claim(session: Session, campaign_id: str, position: int) -> CampaignRecipient | None:
-    """The recipient, its row locked until commit, if still queued (writing first locks it on SQLite too)."""
-    claimed = session.execute(_queued(campaign_id, position).values(attempts=CampaignRecipient.attempts)).rowcount
-    return session.get(CampaignRecipient, (campaign_id, position), populate_existing=True) if claimed else None
+def _settled(session: Session, campaign: Campaign) -> bool:
+    """Every recipient sent, failed or held (held ones wait for an operator, not for this campaign)."""
+    if campaign.sent + campaign.failed >= campaign.total:
+        return True
+    held = session.scalar(sa.select(sa.func.count()).where(CampaignRecipient.campaign_id == campaign.id,
+                                                            CampaignRecipient.status == "held"))
+    return campaign.sent + campaign.failed + held >= campaign.total
 
 
-def _queued(campaign_id: str, position: int) -> sa.Update:
-    return sa.update(CampaignRecipient).where(
-        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.position == position,
-        CampaignRecipient.status == "queued").execution_options(synchronize_session=False)
+def _unsettled(campaign_id: str) -> sa.Select:
+    """The campaign's recipients still to send, or claimed by an attempt; their rows locked until commit."""
+    return sa.select(CampaignRecipient).where(
+        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status.in_(("queued", "sending"))
+    ).order_by(CampaignRecipient.position).with_for_update()
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive

@@ -102,13 +102,14 @@ def on_campaign_control_requested(session: Session, event: CampaignControlReques
 
 
 def dispatch(session: Session, campaign: Campaign, delay_ms: int | None = None) -> None:
-    """Queue what the campaign sends next: its next chunk, or one message per recipient still queued."""
+    """Queue what the campaign sends next: its next chunk, or one message per recipient still to send."""
     queue, actor = ROUTES[campaign.route]
     if campaign.route == "chunks":
         send(session, "mailer", queue, actor, {"campaign_id": campaign.id, "chunk": campaign.next_chunk}, delay_ms)
         return
+    # `sending` too: a recipient whose worker died mid-send is in flight or ambiguous, and its message decides.
     positions = session.scalars(sa.select(CampaignRecipient.position).where(
-        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.status == "queued")
+        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.status.in_(("queued", "sending")))
         .order_by(CampaignRecipient.position))
     for position in positions:
         send(session, "mailer", queue, actor, {"campaign_id": campaign.id, "position": position}, delay_ms)

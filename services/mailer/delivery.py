@@ -38,7 +38,7 @@ def deliver(message_id: str, sender, settings: Settings, outcome: dict | None = 
         [failure] = send_guarded(sender, [ready])
     except ProviderUnavailable:
         # Nothing went out: give the attempt back (if even that fails, the sweep finds it `sending` later).
-        _retrying(lambda session: handlers.release(session, message_id), settings.mail_bookkeeping_retry_s)
+        retrying(lambda session: handlers.release(session, message_id), settings.mail_bookkeeping_retry_s)
         raise
     except Exception as exc:
         # A transport bug, not an answer from the server: recorded as refused for now (as before this change,
@@ -58,13 +58,13 @@ def as_outcome(failure: SendFailed | None) -> dict:
 def _bookkeep(message_id: str, outcome: dict, settings: Settings) -> str | None:
     failure = None if outcome["accepted"] else SendFailed(outcome["reason"], outcome["permanent"])
     try:
-        return _retrying(lambda session: handlers.record(session, message_id, failure),
+        return retrying(lambda session: handlers.record(session, message_id, failure),
                          settings.mail_bookkeeping_retry_s)
     except sa.exc.DBAPIError as exc:
         raise OutcomeUnrecorded(message_id, outcome) from exc
 
 
-def _retrying(step: Callable[[Session], object], window_s: float):
+def retrying(step: Callable[[Session], object], window_s: float):
     """Run `step` in a transaction, again after a database error, until it commits or `window_s` is spent."""
     deadline, pause = time.monotonic() + window_s, 0.05
     while True:

@@ -4,6 +4,8 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.mailer.models import OutboundMessage
@@ -17,12 +19,17 @@ log = logging.getLogger(__name__)
 
 
 def queue_email(session: Session, dedupe_key: str, template: str, to: str, context: dict) -> None:
-    """Render and store a message, and queue its delivery in the same transaction."""
+    """Render and store a message, and queue its delivery in the same transaction; a message already
+    stored under `dedupe_key` (the same email, announced again under a new event id) is left alone."""
     subject, text, html = render(template, context)
-    message = OutboundMessage(id=str(uuid.uuid4()), dedupe_key=dedupe_key, template=template, to_email=to,
-                              subject=subject, text=text, html=html)
-    session.add(message)
-    send(session, "mailer", "mailer.outbound", "mailer.deliver_message", {"message_id": message.id})
+    message_id = str(uuid.uuid4())
+    # Insert-if-absent, not insert-and-catch: a unique violation would abort the whole transaction (inbox row
+    # included) and the actor would retry an email that is already recorded.
+    if not insert_if_absent(session, OutboundMessage.__table__, id=message_id, dedupe_key=dedupe_key,
+                            template=template, to_email=to, subject=subject, text=text, html=html):
+        log.info("The %s email %s is already recorded; this announcement of it is skipped.", template, dedupe_key)
+        return
+    send(session, "mailer", "mailer.outbound", "mailer.deliver_message", {"message_id": message_id})
 
 
 def on_purchase_completed(session: Session, event: PurchaseCompleted) -> None:
@@ -35,6 +42,16 @@ def on_downloads_ready(session: Session, event: DownloadsReady) -> None:
     for link in context["links"]:
         link["expires_at"] = link["expires_at"].strftime("%Y-%m-%d %H:%M UTC")
     queue_email(session, f"downloads_ready:{event.order_id}", "downloads_ready", event.buyer_email, context)
+
+
+def insert_if_absent(session: Session, table: sa.Table, **values) -> bool:
+    """Insert a row unless one with the same key exists (even one a concurrent transaction is inserting);
+    returns whether this call inserted it."""
+    # Asked by RETURNING, not rowcount: psycopg 3 reports -1 for this statement, so shared.db.insert_ignore
+    # answers False on PostgreSQL even when it inserted.
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}[session.get_bind().dialect.name]
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
 class SendRetryable(Exception):

@@ -1,17 +1,31 @@
 """Invoice emails in chunks (seed 000): templates compiled once, a whole chunk sent at a time with
-sends overlapping, a summary file per chunk, one report back to billing per chunk."""
+sends overlapping, a summary file per chunk, one report back to billing per chunk.
 
-from datetime import UTC, datetime
+Three steps, as for a single email (delivery.py): the chunk's attempt is recorded (`sending`, its own commit),
+the chunk is sent, then its outcome is recorded with the inbox row and the report to billing, that
+bookkeeping alone retried when it fails. A chunk found `sending` moments ago is in flight and left to that
+attempt; found `sending` long ago, its send is ambiguous, counted, and resent or held as the policy says."""
 
+import logging
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from services.mailer.delivery import retrying
+from services.mailer.handlers import SendInFlight, insert_if_absent
 from services.mailer.models import InvoiceChunk
 from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
 from services.mailer.templates import environment
-from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent
+from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent, open_envelope
+from shared.db import inbox, transaction
+from shared.messaging import PermanentError
 from shared.outbox import publish
+from shared.settings import Settings
 from shared.storage import LocalStorage
 
+log = logging.getLogger(__name__)
+SERVICE, CONSUMER = "mailer", "mailer.on_invoice_emails_requested"
 MAX_ATTEMPTS = 3  # a temporary refusal is tried again at once, twice, before the invoice counts as failed
 
 
@@ -25,9 +39,75 @@ def render(invoice: InvoiceEmail, run_id: str) -> Outgoing:
                     env.get_template("invoice/body.txt").render(context))
 
 
-def send_chunk(session: Session, event: InvoiceEmailsRequested, sender, storage: LocalStorage) -> None:
-    """Send one chunk; safe twice: the inbox skips a repeated chunk, billing never asks twice for an
-    invoice it has marked emailed."""
+def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings) -> None:
+    """Send one chunk once: safe twice, as a chunk recorded done or held is skipped and one recorded `sending` is
+    in flight (SendInFlight) or ambiguous; billing never asks twice for an invoice it has marked emailed."""
+    try:
+        event_id, event = open_envelope(raw, InvoiceEmailsRequested)
+    except (ValidationError, ValueError) as exc:
+        raise PermanentError(f"{CONSUMER} got an invalid invoice.emails_requested payload: {exc}") from exc
+    with transaction(SERVICE) as session:
+        go = claim(session, event.run_id, event.chunk, settings.ambiguous_send_policy, settings.mail_ambiguous_after_s)
+    if not go:
+        log.info("Invoice run %s chunk %d skipped: already sent, or held (event %s).", event.run_id, event.chunk,
+                 event_id)
+        return
+    try:
+        sent, failed = _send(event, sender)
+    except Exception:
+        # Nothing went out (the provider was unreachable from the start) or the transport itself failed, as
+        # before the attempt was recorded: give the attempt back so the retry sends the chunk.
+        retrying(lambda session: release(session, event.run_id, event.chunk), settings.mail_bookkeeping_retry_s)
+        raise
+    retrying(lambda session: record(session, event_id, event, sent, failed, storage), settings.mail_bookkeeping_retry_s)
+
+
+def claim(session: Session, run_id: str, chunk: int, policy: str, ambiguous_after_s: float) -> bool:
+    """Record the chunk's attempt before it is made; False when there is nothing to send."""
+    now = datetime.now(UTC)
+    if insert_if_absent(session, InvoiceChunk.__table__, run_id=run_id, chunk=chunk, status="sending",
+                        attempted_at=now):
+        return True
+    row = session.get(InvoiceChunk, (run_id, chunk), with_for_update=True, populate_existing=True)
+    if row.status == "sending":
+        if now - _utc(row.attempted_at) < timedelta(seconds=ambiguous_after_s):
+            raise SendInFlight(f"invoice run {run_id} chunk {chunk} is being sent by an attempt begun moments ago")
+        row.ambiguous += 1
+        log.warning("Invoice run %s chunk %d was being sent when its worker stopped; whether it went out is "
+                    "unknown (policy: %s).", run_id, chunk, policy)
+        if policy == "hold":
+            row.status = "held"
+            return False
+    elif row.status != "queued":
+        return False
+    row.status, row.attempted_at = "sending", now
+    return True
+
+
+def release(session: Session, run_id: str, chunk: int) -> None:
+    """Give back an attempt that sent nothing."""
+    row = session.get(InvoiceChunk, (run_id, chunk), with_for_update=True)
+    if row is not None and row.status == "sending":
+        row.status = "queued"
+
+
+def record(session: Session, event_id: str, event: InvoiceEmailsRequested, sent: dict[int, Outgoing],
+           failed: dict[int, str], storage: LocalStorage) -> None:
+    """Record the chunk's outcome, its summary file and its report to billing; safe twice (a chunk no longer
+    `sending` is left)."""
+    row = session.get(InvoiceChunk, (event.run_id, event.chunk), with_for_update=True, populate_existing=True)
+    if row is None or row.status != "sending":
+        return
+    key = f"emails/{event.run_id}/chunk-{event.chunk:06d}.txt"
+    storage.put(key, summary(event, sent.values(), failed).encode())
+    row.status, row.sent, row.failed, row.summary_key = "done", len(sent), len(failed), key
+    row.completed_at = datetime.now(UTC)
+    insert_if_absent(session, inbox, consumer=CONSUMER, event_id=event_id)
+    publish(session, InvoiceEmailsSent(run_id=event.run_id, chunk=event.chunk, sent=list(sent), failed=failed))
+
+
+def _send(event: InvoiceEmailsRequested, sender) -> tuple[dict[int, Outgoing], dict[int, str]]:
+    """Send the chunk, trying temporary refusals again at once; the invoices sent, and those failed with why."""
     pending = {i.invoice_id: render(i, event.run_id) for i in event.invoices}
     sent: dict[int, Outgoing] = {}
     failed: dict[int, str] = {}
@@ -52,11 +132,7 @@ def send_chunk(session: Session, event: InvoiceEmailsRequested, sender, storage:
         pending = retry
         if not pending:
             break
-    key = f"emails/{event.run_id}/chunk-{event.chunk:06d}.txt"
-    storage.put(key, summary(event, sent.values(), failed).encode())
-    session.add(InvoiceChunk(run_id=event.run_id, chunk=event.chunk, sent=len(sent), failed=len(failed),
-                             summary_key=key, completed_at=datetime.now(UTC)))
-    publish(session, InvoiceEmailsSent(run_id=event.run_id, chunk=event.chunk, sent=list(sent), failed=failed))
+    return sent, failed
 
 
 def summary(event: InvoiceEmailsRequested, sent, failed: dict[int, str]) -> str:
@@ -67,3 +143,7 @@ def summary(event: InvoiceEmailsRequested, sent, failed: dict[int, str]) -> str:
     parts += [f"\n=== invoice-{invoice_id}-{event.run_id[:8]} FAILED: {reason}\n"
               for invoice_id, reason in failed.items()]
     return "".join(parts)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands datetimes back naive

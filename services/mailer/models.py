@@ -34,15 +34,20 @@ class OutboundMessage(Base):
 
 
 class InvoiceChunk(Base):
-    """One chunk of an invoice run, sent; billing keeps each invoice's own status."""
+    """One chunk of an invoice run, its attempt recorded before it is sent; billing keeps each invoice's own status."""
 
     __tablename__ = "invoice_chunks"
     run_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
     chunk: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    sent: Mapped[int] = mapped_column(sa.Integer)
-    failed: Mapped[int] = mapped_column(sa.Integer)
-    summary_key: Mapped[str] = mapped_column(sa.String(200))
-    completed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # queued (an attempt gave back: nothing went out) | sending (attempt recorded, before the send) -> done;
+    # held: an ambiguous send kept for an operator (MARKET_AMBIGUOUS_SEND_POLICY=hold)
+    status: Mapped[str] = mapped_column(sa.String(16), default="sending")
+    attempted_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    ambiguous: Mapped[int] = mapped_column(sa.Integer, default=0)  # attempts whose outcome was never recorded
+    sent: Mapped[int | None] = mapped_column(sa.Integer)  # the outcome, once done
+    failed: Mapped[int | None] = mapped_column(sa.Integer)
+    summary_key: Mapped[str | None] = mapped_column(sa.String(200))
+    completed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class Campaign(Base):
@@ -79,7 +84,11 @@ class CampaignRecipient(Base):
     position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254))
     fields: Mapped[dict] = mapped_column(sa.JSON)  # the placeholder values: name, pledge, paid_amount, ...
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")  # queued | sent | failed | cancelled
+    # queued -> sending (attempt recorded, before the send) -> sent | failed | queued (refused for now, or never
+    # handed to the transport) | cancelled; held: an ambiguous send kept for an operator
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
     error: Mapped[str | None] = mapped_column(sa.Text)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    attempted_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    ambiguous: Mapped[int] = mapped_column(sa.Integer, default=0)  # attempts whose outcome was never recorded
     sent_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from services.mailer.campaigns import ACTIVE, dispatch
-from services.mailer.models import Campaign, OutboundMessage
+from services.mailer.models import Campaign, CampaignRecipient, InvoiceChunk, OutboundMessage
 from shared.db import transaction
 from shared.outbox import send
 from shared.settings import get_settings
@@ -50,9 +50,18 @@ def _requeue_campaigns(cutoff: datetime, batch: int) -> int:
 
 
 def status() -> dict:
-    """Outbound emails by status, and how many sends were ambiguous (a worker died between reply and record)."""
+    """Outbound emails by status, and how many sends were ambiguous (a worker died between reply and record);
+    the same for campaign recipients and invoice chunks."""
     with transaction(SERVICE) as session:
-        counts = dict(session.execute(sa.select(OutboundMessage.status, sa.func.count())
-                                      .group_by(OutboundMessage.status)).all())
-        ambiguous = session.scalar(sa.select(sa.func.coalesce(sa.func.sum(OutboundMessage.ambiguous), 0)))
-    return {"statuses": counts, "ambiguous": int(ambiguous)}
+        return {"statuses": _by_status(session, OutboundMessage), "ambiguous": _ambiguous(session, OutboundMessage),
+                "campaign_recipients": _by_status(session, CampaignRecipient)
+                | {"ambiguous": _ambiguous(session, CampaignRecipient)},
+                "invoice_chunks": _by_status(session, InvoiceChunk) | {"ambiguous": _ambiguous(session, InvoiceChunk)}}
+
+
+def _by_status(session, model) -> dict[str, int]:
+    return dict(session.execute(sa.select(model.status, sa.func.count()).group_by(model.status)).all())
+
+
+def _ambiguous(session, model) -> int:
+    return int(session.scalar(sa.select(sa.func.coalesce(sa.func.sum(model.ambiguous), 0))))

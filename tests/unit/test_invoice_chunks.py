@@ -4,8 +4,7 @@ from datetime import date
 
 from services.mailer import invoices
 from services.mailer.senders import ProviderDown, SendFailed
-from shared.contracts import InvoiceEmail, InvoiceEmailsRequested
-from shared.db import transaction
+from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, envelope
 from shared.settings import get_settings
 from shared.storage import LocalStorage
 
@@ -34,8 +33,7 @@ def chunk() -> InvoiceEmailsRequested:
 def test_an_outage_after_the_first_attempt_keeps_what_was_sent_and_reports_the_rest_failed(system):
     provider = FlakyProvider()
     storage = LocalStorage(get_settings().storage_dir)
-    with transaction("mailer") as session:
-        invoices.send_chunk(session, chunk(), provider, storage)
+    invoices.send_chunk(envelope(chunk()), provider, storage, get_settings())
 
     sent_first = [i for i in range(1, 13) if not str(i).endswith("1")]
     assert len(provider.calls) == 2 and len(provider.calls[1]) == 2  # invoices 1 and 11 tried again

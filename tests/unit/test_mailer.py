@@ -1,6 +1,7 @@
 """The mailer: safe templates, money as people read it, and delivery to a real SMTP server."""
 
 import email
+import logging
 import socket
 import uuid
 from contextlib import contextmanager
@@ -10,11 +11,11 @@ from email import policy
 import pytest
 from aiosmtpd.controller import Controller
 
-from services.mailer import delivery
+from services.mailer import actors, delivery
 from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, SmtpSender, as_email
 from services.mailer.templates import render
-from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine, money
+from shared.contracts import DownloadLink, DownloadsReady, PurchaseCompleted, PurchaseLine, envelope, money
 from shared.db import transaction
 from shared.settings import get_settings
 
@@ -246,3 +247,27 @@ def test_a_server_that_answers_421_mid_batch_keeps_the_messages_already_sent_as_
     assert outcomes[:2] == [None, None]
     assert all(o is not None and not o.permanent for o in outcomes[2:])
     assert [e.rcpt_tos for e in collector.envelopes] == [["r0@example.com"], ["r1@example.com"]]
+
+
+# --- the same email announced twice --------------------------------------------------------------
+
+def downloads_ready() -> DownloadsReady:
+    return DownloadsReady(order_id=7, buyer_email="buyer@example.com", buyer_name="Ann", links=[
+        DownloadLink(product_id=1, title="Atlas", url="http://x/downloads/t",
+                     expires_at=datetime(2030, 1, 1, tzinfo=UTC))])
+
+
+@pytest.mark.parametrize(("consumer", "event"), [(actors.on_purchase_completed, purchase),
+                                                 (actors.on_downloads_ready, downloads_ready)])
+def test_an_email_announced_again_under_a_new_event_id_is_recognised_as_recorded_and_sent_once(
+        system, caplog, consumer, event):
+    """Its dedupe key names the order, not the event: a republished event is the same email, not an error."""
+    consumer.fn(envelope(event()))
+    with caplog.at_level(logging.INFO, logger="services.mailer.handlers"):
+        consumer.fn(envelope(event()))  # a new event id: the inbox does not know it
+    system.drain()
+
+    assert len(_rows()) == 1 and len(system.mails()) == 1
+    assert system.rows("mailer", "SELECT count(*) AS n FROM outbox WHERE actor = 'mailer.deliver_message'") == [
+        {"n": 1}]
+    assert [r.levelno for r in caplog.records if "already recorded" in r.getMessage()] == [logging.INFO]
