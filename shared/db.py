@@ -224,5 +224,7 @@ def _create_database(url) -> None:
 def insert_ignore(session: Session, table: sa.Table, **values) -> bool:
     """Insert a row unless one with the same key exists (even one a concurrent transaction is inserting);
     returns whether this call inserted it."""
+    # Asked by RETURNING, not rowcount: psycopg 3 reports -1 for this statement even when it inserted.
     dialect = {"postgresql": postgresql, "sqlite": sqlite}[session.get_bind().dialect.name]
-    return session.execute(dialect.insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None

@@ -4,14 +4,13 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.mailer.models import OutboundMessage
 from services.mailer.senders import Outgoing, SendFailed
 from services.mailer.templates import render
 from shared.contracts import DownloadsReady, LeadCreated, ProductApproved, ProductRejected, PurchaseCompleted
+from shared.db import insert_ignore
 from shared.messaging import PermanentError
 from shared.outbox import send
 
@@ -25,7 +24,7 @@ def queue_email(session: Session, dedupe_key: str, template: str, to: str, conte
     message_id = str(uuid.uuid4())
     # Insert-if-absent, not insert-and-catch: a unique violation would abort the whole transaction (inbox row
     # included) and the actor would retry an email that is already recorded.
-    if not insert_if_absent(session, OutboundMessage.__table__, id=message_id, dedupe_key=dedupe_key,
+    if not insert_ignore(session, OutboundMessage.__table__, id=message_id, dedupe_key=dedupe_key,
                             template=template, to_email=to, subject=subject, text=text, html=html):
         log.info("The %s email %s is already recorded; this announcement of it is skipped.", template, dedupe_key)
         return
@@ -42,16 +41,6 @@ def on_downloads_ready(session: Session, event: DownloadsReady) -> None:
     for link in context["links"]:
         link["expires_at"] = link["expires_at"].strftime("%Y-%m-%d %H:%M UTC")
     queue_email(session, f"downloads_ready:{event.order_id}", "downloads_ready", event.buyer_email, context)
-
-
-def insert_if_absent(session: Session, table: sa.Table, **values) -> bool:
-    """Insert a row unless one with the same key exists (even one a concurrent transaction is inserting);
-    returns whether this call inserted it."""
-    # Asked by RETURNING, not rowcount: psycopg 3 reports -1 for this statement, so shared.db.insert_ignore
-    # answers False on PostgreSQL even when it inserted.
-    dialect = {"postgresql": postgresql, "sqlite": sqlite}[session.get_bind().dialect.name]
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return session.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
 class SendRetryable(Exception):

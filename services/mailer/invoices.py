@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.mailer.delivery import retrying
-from services.mailer.handlers import SendInFlight, insert_if_absent
+from services.mailer.handlers import SendInFlight
 from services.mailer.models import InvoiceChunk
 from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
 from services.mailer.templates import environment
 from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent, open_envelope
-from shared.db import inbox, transaction
+from shared.db import inbox, insert_ignore, transaction
 from shared.messaging import PermanentError
 from shared.outbox import publish
 from shared.settings import Settings
@@ -65,7 +65,7 @@ def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings) -> 
 def claim(session: Session, run_id: str, chunk: int, policy: str, ambiguous_after_s: float) -> bool:
     """Record the chunk's attempt before it is made; False when there is nothing to send."""
     now = datetime.now(UTC)
-    if insert_if_absent(session, InvoiceChunk.__table__, run_id=run_id, chunk=chunk, status="sending",
+    if insert_ignore(session, InvoiceChunk.__table__, run_id=run_id, chunk=chunk, status="sending",
                         attempted_at=now):
         return True
     row = session.get(InvoiceChunk, (run_id, chunk), with_for_update=True, populate_existing=True)
@@ -102,7 +102,7 @@ def record(session: Session, event_id: str, event: InvoiceEmailsRequested, sent:
     storage.put(key, summary(event, sent.values(), failed).encode())
     row.status, row.sent, row.failed, row.summary_key = "done", len(sent), len(failed), key
     row.completed_at = datetime.now(UTC)
-    insert_if_absent(session, inbox, consumer=CONSUMER, event_id=event_id)
+    insert_ignore(session, inbox, consumer=CONSUMER, event_id=event_id)
     publish(session, InvoiceEmailsSent(run_id=event.run_id, chunk=event.chunk, sent=list(sent), failed=failed))
 
 

@@ -60,3 +60,18 @@ def test_concurrent_approvals_and_cart_adds_on_postgresql_take_effect_once_witho
     assert result["approvals"] == [200, 409, 409, 409]
     assert result["adds"] == [201] * 8
     assert result["counts"] == {"notifications": 1, "cart_items": 1, "approved_events": 1}
+
+
+def test_insert_ignore_says_whether_it_inserted_on_postgresql(databases):
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from shared.db import _create_database, insert_ignore
+
+    url = sa.engine.make_url(databases.url("api"))
+    _create_database(url)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    table = sa.Table("pairs", sa.MetaData(), sa.Column("a", sa.Integer, primary_key=True))
+    table.create(engine)
+    with Session(engine) as session, session.begin():
+        assert [insert_ignore(session, table, a=1), insert_ignore(session, table, a=1)] == [True, False]
