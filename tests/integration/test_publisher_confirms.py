@@ -161,7 +161,7 @@ def test_a_connection_closed_mid_batch_is_published_again_on_a_new_one(channel):
 def test_a_batch_whose_connection_closes_twice_is_left_to_the_relay_but_for_what_was_confirmed(channel):
     taken, queued, ids = publish_closing(channel, closes=2)
 
-    assert len(taken) < 7  # at most what had left before the first close
+    assert len(taken) < len(ids)  # at most what each connection confirmed before it closed
     assert taken <= set(queued)  # what counts as sent is on the queue
 
 
