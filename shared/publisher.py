@@ -6,6 +6,10 @@ this thread. The thread is also the only one of its process that publishes outbo
 BlockingConnection (not thread-safe; it answers heartbeats only while it is being called): while idle, the
 thread keeps its connections alive, so RabbitMQ does not close them for missed heartbeats. A crash loses
 nothing: the rows are committed, and the relay sends what was left unsent.
+
+RabbitMQ gets a batch the way `RabbitmqBroker.enqueue` would send its messages (same body, properties, queues and
+delay queues), all published before one wait for the broker's confirms (`ConfirmChannel`); a row counts as sent
+only once the broker confirmed its message.
 """
 
 import atexit
