@@ -8,6 +8,7 @@ so a server that falls behind is charged for the queue it builds. The same clien
 app (one trivial JSON view) under the same gunicorn settings. Needs the integration tests' servers. Usage:
 
     .venv/bin/python bench/webhook_load.py [--rates 50,100,200,300,400,500] [--seconds 5] [--web-workers 2]
+                                           [--db-pre-ping true|false] [--market-only]
 """
 
 import argparse
@@ -131,7 +132,8 @@ def market(args, data: Path, databases: str, vhost: str | None) -> list[tuple]:
                     MARKET_MEDIA_BIND=f"127.0.0.1:{free_port()}", MARKET_DATABASE_URL=databases,
                     MARKET_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost or '%2F'}",
                     MARKET_MAILER_BROKER_URL=REDIS, MARKET_WEB_WORKERS=str(args.web_workers),
-                    MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
+                    MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING",
+                    MARKET_DB_PRE_PING=args.db_pre_ping, **UNLIMITED)
     redis.Redis.from_url(REDIS).flushdb()
     with open(data / "up.log", "ab") as log:
         up = subprocess.Popen([sys.executable, "-m", "services", "up"], env=env, cwd=ROOT, stdout=log,
@@ -142,8 +144,9 @@ def market(args, data: Path, databases: str, vhost: str | None) -> list[tuple]:
         template = pending_orders(api, env, 1)[0]["order"]
         orders = iter(copies(databases.format(service="api"), template["id"],
                              int(sum(args.rates) * args.seconds) + 60))  # and the warm-up's 50
-        print(f"market up (processes: gunicorn {args.web_workers} gthread workers, PostgreSQL, RabbitMQ with "
-              "confirms, mailer on Redis): POST /webhooks/stripe, each paying its own pending order", flush=True)
+        print(f"market up (processes: gunicorn {args.web_workers} gthread workers, PostgreSQL with pre-ping "
+              f"{args.db_pre_ping}, RabbitMQ with confirms, mailer on Redis): POST /webhooks/stripe, each paying its "
+              "own pending order", flush=True)
         results = climb(port, "/webhooks/stripe", args.rates, args.seconds, lambda: signed(next(orders)))
         return results
     finally:
@@ -173,6 +176,8 @@ def main() -> None:
                         type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each rate is held")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--db-pre-ping", choices=["true", "false"], default="true", help="MARKET_DB_PRE_PING")
+    parser.add_argument("--market-only", action="store_true", help="skip the bare app")
     args = parser.parse_args()
     data, databases, vhost = Path(tempfile.mkdtemp(prefix="mkt-load-")), fresh_database_template(), own_vhost()
     try:
@@ -181,7 +186,7 @@ def main() -> None:
         drop_databases(databases)
         if vhost:
             subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
-    theirs = bare(args, data)
+    theirs = [] if args.market_only else bare(args, data)
     print("\nsustained (highest rate with p99 <= 100 ms, no errors, >= 95% of the offered rate achieved):")
     for name, results in (("market", ours), ("bare Flask", theirs)):
         best = sustained(results)

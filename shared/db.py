@@ -78,7 +78,12 @@ def engine_for(service: str) -> sa.Engine:
         event.listen(engine, "connect", _sqlite_connect)
         WriterTurn().attach(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **pool)
+    return sa.create_engine(url, **postgres_options(settings), **pool)
+
+
+def postgres_options(settings) -> dict:
+    """How a PostgreSQL engine finds out about dead connections: a ping at every checkout, or the first failure."""
+    return {"pool_pre_ping": settings.db_pre_ping, "pool_recycle": settings.db_pool_recycle_s}
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:

@@ -16,6 +16,7 @@ from functools import partial
 
 import sqlalchemy as sa
 from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pydantic import ValidationError
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
 from shared.db import after_release, engine_for, inbox, outbox, transaction
 from shared.messaging import PermanentError, broker_for, reaches_workers
-from shared.publisher import Publisher
+from shared.publisher import Publisher, publish_confirmed
 from shared.settings import SERVICES, get_settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
 
 
 def _send_rows(owner: str, rows: list[dict]) -> None:
-    """Publish the rows (each waits for the broker's confirm), then mark those sent in one transaction."""
+    """Publish the rows (RabbitMQ confirms them once per batch), then mark those it took sent in one transaction."""
     sent = _enqueue(rows)
     if sent:
         with engine_for(owner).begin() as conn:
@@ -77,25 +78,49 @@ def _forget_after_rollback(session: Session) -> None:
 
 
 def _enqueue(rows: list[dict]) -> list[dict]:
-    """Send the rows this process can deliver; returns them. An in-memory broker reaches only the
-    workers of its own process, so a command-line process leaves such rows to the relay of the
-    process that runs the workers (`market up` in the embedded mode)."""
-    sent = []
+    """Send the rows this process can deliver; returns those their broker took. An in-memory broker reaches only
+    the workers of its own process, so a command-line process leaves such rows to the relay of the process that
+    runs the workers (`market up` in the embedded mode)."""
+    by_service: dict[str, list[dict]] = {}
     for row in rows:
-        broker = broker_for(row["service"])
-        if not reaches_workers(broker):
-            continue
+        by_service.setdefault(row["service"], []).append(row)
+    sent = []
+    for service, group in by_service.items():
+        broker = broker_for(service)
+        if reaches_workers(broker):
+            taken = _publish_confirmed(broker, group) if isinstance(broker, RabbitmqBroker) else _publish(broker, group)
+            sent += [row for row in group if row["id"] in taken]
+    return sent
+
+
+def _message(row: dict) -> Message:
+    return Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],), kwargs={}, options={},
+                   message_id=row["id"])
+
+
+def _publish_confirmed(broker: RabbitmqBroker, rows: list[dict]) -> set[str]:
+    """All the rows at once, with one wait for RabbitMQ's confirms; returns the ids it confirmed."""
+    taken = publish_confirmed(broker, [(_message(row), row.get("delay_ms")) for row in rows])
+    if len(taken) < len(rows):
+        log.error("RabbitMQ did not take %d of %d outbox messages for %s; the relay tries again.",
+                  len(rows) - len(taken), len(rows), rows[0]["service"])
+    return taken
+
+
+def _publish(broker, rows: list[dict]) -> set[str]:
+    """One row at a time (Redis, in-memory); returns the ids the broker took."""
+    taken = set()
+    for row in rows:
         try:
             if row["queue"] not in broker.queues:
                 broker.declare_queue(row["queue"])
-            broker.enqueue(Message(queue_name=row["queue"], actor_name=row["actor"], args=(row["payload"],),
-                                   kwargs={}, options={}, message_id=row["id"]), delay=row.get("delay_ms"))
+            broker.enqueue(_message(row), delay=row.get("delay_ms"))
         except Exception:  # one unreachable broker must not hold back the others' messages
             log.exception("Could not send outbox message %s to %s; the relay tries again.", row["id"],
                           row["service"])
             continue
-        sent.append(row)
-    return sent
+        taken.add(row["id"])
+    return taken
 
 
 def _mark_sent(conn, rows: list[dict]) -> None:

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20  # with the pool, more than the 32 web threads that may each hold one
     db_pool_timeout_s: float = 5.0
+    # PostgreSQL: the ping is a round trip on every checkout (~60 µs here, bench/pool_checkout.py). Without it, a
+    # connection that died (a database restart) fails the one transaction that meets it, which a web request
+    # answers 503 with Retry-After and an actor retries, and the pool then drops every connection as old as it.
+    db_pre_ping: bool = True
+    db_pool_recycle_s: int = 1800  # connections older than this are replaced: idle timeouts of proxies, firewalls
 
     # Payment providers
     stripe_webhook_secret: str = "whsec_dev_only_change_me"
