@@ -1,6 +1,7 @@
 """JSON errors, strict request parsing, tokens, rate limits and pages, shared by the api's blueprints."""
 
 import hashlib
+import ipaddress
 import secrets
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -9,7 +10,6 @@ from typing import TypeVar
 import sqlalchemy as sa
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
@@ -172,11 +172,22 @@ def is_admin(session: Session, user_id: int | None) -> bool:
 
 # --- rate limits --------------------------------------------------------------------------
 
+def client_address() -> str:
+    """The client's address, an IPv6 client as its /64: one subscriber gets a whole /64 and could otherwise
+    start each try from a fresh address."""
+    address = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else address
+
+
 def user_or_address() -> str:
     """The signed-in user (whichever of their tokens is sent: signing in again does not reset the count)."""
     token = _bearer()
     user_id = _user_of(token) if token else None
-    return f"user:{user_id}" if user_id is not None else get_remote_address()
+    return f"user:{user_id}" if user_id is not None else client_address()
 
 
 def sign_in_email() -> str:
@@ -187,11 +198,11 @@ def sign_in_email() -> str:
         body = None
     email = body.get("email") if isinstance(body, dict) else None
     if not isinstance(email, str):
-        return get_remote_address()
+        return client_address()
     return f"email:{hashlib.sha256(email.strip().lower().encode()).hexdigest()}"
 
 
-limiter = Limiter(get_remote_address, headers_enabled=True, swallow_errors=True, in_memory_fallback_enabled=True)
+limiter = Limiter(client_address, headers_enabled=True, swallow_errors=True, in_memory_fallback_enabled=True)
 
 
 def rate_limited(setting: str, key=None):

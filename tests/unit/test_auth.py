@@ -105,6 +105,16 @@ def test_sign_in_is_rate_limited_so_passwords_cannot_be_guessed_at_speed(system,
     assert system.call("POST", "/tokens", {"email": "ann@example.com", "password": PASSWORD}).status_code == 429
 
 
+def test_ipv6_clients_are_counted_per_64_so_fresh_addresses_of_one_subscriber_share_a_limit(system, limits):
+    limits(register="2/minute")
+    answers = [system.client.post("/users", json={"email": f"v6-{i}@example.com", "name": "V", "password": PASSWORD},
+                                  environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{i + 1}"}).status_code for i in range(3)]
+    other = system.client.post("/users", json={"email": "v6-x@example.com", "name": "V", "password": PASSWORD},
+                               environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"})
+
+    assert answers == [201, 201, 429] and other.status_code == 201
+
+
 def test_sign_in_is_also_limited_per_account_so_guesses_from_many_addresses_still_count(system, limits):
     register(system, "ann")
     limits(sign_in="3/minute")
