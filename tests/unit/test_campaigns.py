@@ -26,6 +26,7 @@ from shared.db import transaction
 from shared.messaging import broker_for
 from shared.settings import get_settings
 from shared.storage import LocalStorage
+from tests.support import TwoSlots
 from tests.unit.system import post_stripe, stripe_event
 
 TEMPLATE = {"subject": "Hello #name", "body": "You pledged #pledge and paid #paid_amount."}
@@ -527,14 +528,6 @@ def test_the_pacer_hands_out_at_most_the_limit_in_any_calendar_second_evenly_spr
 
 
 def test_a_paced_batch_stops_handing_out_messages_where_the_pacer_gives_no_slot_in_time():
-    class TwoSlots:
-        def __init__(self):
-            self.left = 2
-
-        def take(self, deadline: float) -> bool:
-            self.left -= 1
-            return self.left >= 0
-
     batch = PacedBatch(["a", "b", "c"], TwoSlots(), deadline=time.monotonic() + 10)
 
     assert list(batch) == ["a", "b"] and batch.taken == 2 and len(batch) == 3

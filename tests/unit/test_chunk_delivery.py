@@ -16,6 +16,7 @@ from services.mailer.senders import SendFailed
 from shared.contracts import CampaignControlRequested, InvoiceEmail, InvoiceEmailsRequested, envelope
 from shared.db import transaction
 from shared.settings import get_settings
+from tests.support import TwoSlots
 from tests.unit.test_mail_delivery import commits_fail
 from tests.unit.test_mailer import smtp_server
 
@@ -184,17 +185,6 @@ def test_mail_status_counts_ambiguous_and_held_campaign_and_invoice_sends(system
 
 
 # --- pause and cancel while a chunk is out ------------------------------------------------------------------
-
-class TwoSlots:
-    """A rate limit that lets two emails of the batch go, then no more in time."""
-
-    def __init__(self):
-        self.left = 2
-
-    def take(self, deadline: float) -> bool:
-        self.left -= 1
-        return self.left >= 0
-
 
 class ControlledMidSend:
     """A provider that, while the batch is out, lets the campaign be paused or cancelled (as a control

@@ -15,15 +15,20 @@ UNAVAILABLE = [sa.exc.OperationalError("SELECT 1", None, ConnectionRefusedError(
                sa.exc.TimeoutError("QueuePool limit of size 20 overflow 10 reached")]
 
 
-@pytest.mark.parametrize("error", UNAVAILABLE, ids=lambda e: type(e).__name__)
-def test_a_database_that_is_down_or_saturated_is_a_503_with_retry_after_not_a_500(error):
+def answer_to(error: Exception):
+    """What a hardened app answers when a view raises `error`."""
     app = harden(Flask(__name__))
 
     @app.get("/work")
     def work():
         raise error
 
-    response = app.test_client().get("/work")
+    return app.test_client().get("/work")
+
+
+@pytest.mark.parametrize("error", UNAVAILABLE, ids=lambda e: type(e).__name__)
+def test_a_database_that_is_down_or_saturated_is_a_503_with_retry_after_not_a_500(error):
+    response = answer_to(error)
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "database is unavailable" in response.json["error"]
 
@@ -36,13 +41,7 @@ BROKER_DOWN = [dramatiq.errors.ConnectionClosed(ConnectionRefusedError("connecti
 
 @pytest.mark.parametrize("error", BROKER_DOWN, ids=lambda e: type(e).__name__)
 def test_a_broker_that_is_down_is_a_503_with_retry_after_not_a_500(error):
-    app = harden(Flask(__name__))
-
-    @app.get("/publish")
-    def publish():
-        raise error
-
-    response = app.test_client().get("/publish")
+    response = answer_to(error)
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "broker is unavailable" in response.json["error"]
 
