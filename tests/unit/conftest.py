@@ -7,8 +7,8 @@ from tests.support import free_port  # a server on 8000 must not answer this tie
 
 _DATA = tempfile.mkdtemp(prefix="market-unit-")
 os.environ.update({"MARKET_DATA_DIR": _DATA, "MARKET_MAIL_TRANSPORT": "file",
-
-                   "MARKET_API_BIND": f"127.0.0.1:{free_port()}", "MARKET_STRIPE_WEBHOOK_SECRET": "whsec_unit_test_secret",
+                   "MARKET_API_BIND": f"127.0.0.1:{free_port()}",
+                   "MARKET_STRIPE_WEBHOOK_SECRET": "whsec_unit_test_secret",
                    "MARKET_PAYTM_MERCHANT_KEY": "unitTestKey12345", "MARKET_MPESA_CALLBACK_SECRET": "mpesa-unit",
                    # One client address registers every test's users; the limits have tests of their own.
                    "MARKET_RATE_LIMIT_REGISTER": "100000/minute", "MARKET_RATE_LIMIT_SIGN_IN": "100000/minute",
