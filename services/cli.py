@@ -180,6 +180,41 @@ def mail_status() -> None:
                    f"ambiguous sends {counts['ambiguous']}")
 
 
+@mail.command("held")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+def mail_held(limit: int) -> None:
+    """The sends held for an operator (MARKET_AMBIGUOUS_SEND_POLICY=hold): check each in the provider's log,
+    then settle it with `market mail release`."""
+    from services.mailer.reconcile import held
+
+    rows = held(limit)
+    for row in rows:
+        click.echo(f"{row['id']}  {row['kind']}  to {row['to']}  {row['what']!r}  attempted {row['attempted_at']}  "
+                   f"ambiguous {row['ambiguous']}")
+    click.echo(f"{len(rows)} held." if rows else "Nothing is held.")
+
+
+@mail.command("release")
+@click.argument("held_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--sent/--resend", "went_out", default=None,
+              help="--sent: it went out (the provider's log shows it), record it sent; --resend: it did not, send it "
+                   "again")
+def mail_release(held_ids: tuple[str, ...], went_out: bool | None) -> None:
+    """Settle held sends (ids from `market mail held`) as sent, or send them again."""
+    from services.mailer.reconcile import NotHeld, release
+
+    if went_out is None:
+        raise click.UsageError("say what became of it: --sent (it went out) or --resend (send it again)")
+    missing = []
+    for held_id in held_ids:
+        try:
+            click.echo(release(held_id, went_out))
+        except NotHeld as exc:
+            missing.append(str(exc))
+    if missing:
+        raise click.ClickException("not held (unknown id, or already settled): " + "; ".join(missing))
+
+
 @cli.command("seed-invoices")
 @click.option("--users", type=click.IntRange(1), default=1_000_000, show_default=True)
 @click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)

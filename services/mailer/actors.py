@@ -47,28 +47,30 @@ def deliver_message(payload: dict) -> None:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
         return
     except delivery.OutcomeUnrecorded as unrecorded:  # sent; only the record is left, for a later message
-        carry_on({"message_id": payload["message_id"], "outcome": unrecorded.outcome}, 5000)
+        carry_on(5000, {"message_id": payload["message_id"], "outcome": unrecorded.outcome})
         return
     if refused_for_now:  # raised after the commit, so the attempt and its reason are kept
         raise handlers.SendRetryable(refused_for_now)
 
 
-def carry_on(payload: dict, delay_ms: int) -> None:
-    """Replace the message being processed by one with `payload`, `delay_ms` later, spending no retry."""
+def carry_on(delay_ms: int, *args) -> None:
+    """Replace the message being processed by one with `args`, `delay_ms` later, spending no retry."""
     message = CurrentMessage.get_current_message()
-    broker_for(SERVICE).enqueue(message.copy(args=(payload,)), delay=delay_ms)
+    broker_for(SERVICE).enqueue(message.copy(args=args), delay=delay_ms)
 
 
 @actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)
-def on_invoice_emails_requested(envelope: dict) -> None:
+def on_invoice_emails_requested(envelope: dict, answers: dict | None = None) -> None:
     """Send a chunk of invoice emails; its attempt is recorded first, so a redelivered chunk is not sent again."""
     settings = get_settings()
     try:
-        invoices.send_chunk(envelope, sender_from(settings), LocalStorage(settings.storage_dir), settings)
+        invoices.send_chunk(envelope, sender_from(settings), LocalStorage(settings.storage_dir), settings, answers)
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
     except handlers.SendInFlight:  # look again once that attempt would count as ambiguous, spending no retry
         defer(SERVICE, int(settings.mail_ambiguous_after_s * 1000))
+    except delivery.OutcomeUnrecorded as unrecorded:  # sent; only the record is left, for a later message
+        carry_on(5000, envelope, unrecorded.outcome)
 
 
 # Notifications: 3 attempts, 60 s each (seeds 001 and 003); delivery itself retries in deliver_message.
@@ -120,41 +122,47 @@ def on_campaign_control_requested(envelope: dict) -> None:
 @actor(SERVICE, "mailer.send_campaign_message", queue="mailer.messages", time_limit_s=60, max_retries=4)
 def send_campaign_message(payload: dict) -> None:
     """Send one recipient's campaign email; a recipient no longer queued is not sent again."""
-    _send_campaign(campaign_sending.send_message, payload["campaign_id"], payload["position"], budget_s=30)
+    _send_campaign(campaign_sending.send_message, payload, "position", budget_s=30)
 
 
 @actor(SERVICE, "mailer.send_campaign_message_priority", queue="mailer.high_priority", time_limit_s=60,
        max_retries=4)
 def send_campaign_message_priority(payload: dict) -> None:
     """The same for a campaign a user triggered, on its own queue so bulk work never delays it."""
-    _send_campaign(campaign_sending.send_message, payload["campaign_id"], payload["position"], budget_s=30)
+    _send_campaign(campaign_sending.send_message, payload, "position", budget_s=30)
 
 
 @actor(SERVICE, "mailer.send_campaign_chunk", queue="mailer.bulk_messages", time_limit_s=120, max_retries=4)
 def send_campaign_chunk(payload: dict) -> None:
     """Send one chunk and schedule the next; a chunk that is not the campaign's next is skipped."""
-    _send_campaign(campaign_sending.send_chunk, payload["campaign_id"], payload["chunk"], budget_s=60)
+    _send_campaign(campaign_sending.send_chunk, payload, "chunk", budget_s=60)
 
 
-def _send_campaign(handler, campaign_id: str, part: int, budget_s: float) -> None:
+def _send_campaign(handler, payload: dict, part: str, budget_s: float) -> None:
     """Run a sending handler. Provider down: defer, spending no retry. An attempt in flight: look again once
-    it would count as ambiguous. Rate limit or budget ran out: go on soon in a new message. Recipients refused
-    for now: raise, so Retries try them again with backoff (max_retries leaves room beyond the 3 attempts each
-    recipient gets)."""
+    it would count as ambiguous. Sent, but the record failed: the answers go on in a new message. Rate limit or
+    budget ran out: go on soon in a new message. Recipients refused for now: raise, so Retries try them again
+    with backoff (max_retries leaves room beyond the 3 attempts each recipient gets)."""
     settings = get_settings()
     mail = campaign_sending.Mail(sender_from(settings), pacer_from(settings), settings.campaign_chunk_spacing_s,
                                  budget_s, policy=settings.ambiguous_send_policy,
                                  ambiguous_after_s=settings.mail_ambiguous_after_s,
                                  bookkeeping_retry_s=settings.mail_bookkeeping_retry_s)
+    fresh = {k: v for k, v in payload.items() if k != "answers"}
     try:
-        outcome = handler(campaign_id, part, mail)
+        outcome = handler(payload["campaign_id"], payload[part], mail, payload.get("answers"))
     except ProviderUnavailable:
         defer(SERVICE, int(settings.breaker_reset_s * 1000))
         return
     except handlers.SendInFlight:
         defer(SERVICE, int(settings.mail_ambiguous_after_s * 1000))
         return
-    if outcome.untried:
+    except delivery.OutcomeUnrecorded as unrecorded:
+        carry_on(5000, fresh | {"answers": unrecorded.outcome})
+        return
+    if fresh != payload and (outcome.untried or outcome.refused):
+        carry_on(10_000, fresh)  # answers recorded: what is left goes on as a fresh send, never a re-record
+    elif outcome.untried:
         defer(SERVICE, 1000)
     elif outcome.refused:
         raise campaign_sending.RecipientsRefused(f"{len(outcome.refused)} refused for now: {outcome.refused[0]}")

@@ -19,12 +19,13 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.mailer.campaigns import ACTIVE, dispatch, lock, progressed
-from services.mailer.delivery import retrying
+from services.mailer.delivery import as_outcome, bookkeep, from_outcome, retrying
 from services.mailer.handlers import SendInFlight
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
@@ -62,27 +63,36 @@ class RecipientsRefused(Exception):
     """Some recipients were refused for now; raising makes Dramatiq retry the message, with backoff."""
 
 
-def send_chunk(campaign_id: str, chunk: int, mail: Mail) -> Outcome:
+def send_chunk(campaign_id: str, chunk: int, mail: Mail, answers: dict | None = None) -> Outcome:
     """Send chunk `chunk` and, once each of its recipients is sent or failed, schedule the next. Safe twice:
     a chunk other than the cursor is skipped, and only recipients still queued (or ambiguous) are sent."""
-    with transaction(SERVICE) as session:
-        claimed = _claim_chunk(session, campaign_id, chunk, mail)
-    if claimed is None:
-        return Outcome()
-    outcomes = _transmit(campaign_id, claimed, mail)
-    return retrying(lambda session: _record_chunk(session, campaign_id, chunk, claimed, outcomes, mail),
-                    mail.bookkeeping_retry_s)
+    return _send(campaign_id, f"chunk {chunk}", lambda session: _claim_chunk(session, campaign_id, chunk, mail),
+                 partial(_record_chunk, campaign_id=campaign_id, chunk=chunk, mail=mail), mail, answers)
 
 
-def send_message(campaign_id: str, position: int, mail: Mail) -> Outcome:
+def send_message(campaign_id: str, position: int, mail: Mail, answers: dict | None = None) -> Outcome:
     """Send one recipient's email. Safe twice: the recipient is claimed only while queued (or ambiguous)."""
-    with transaction(SERVICE) as session:
-        claimed = _claim_message(session, campaign_id, position, mail)
-    if claimed is None:
-        return Outcome()
-    outcomes = _transmit(campaign_id, claimed, mail)
-    return retrying(lambda session: _record_message(session, campaign_id, claimed, outcomes, mail),
-                    mail.bookkeeping_retry_s)
+    return _send(campaign_id, f"recipient {position}",
+                 lambda session: _claim_message(session, campaign_id, position, mail),
+                 partial(_record_message, campaign_id=campaign_id, mail=mail), mail, answers)
+
+
+def _send(campaign_id: str, part: str, claim, record, mail: Mail, answers: dict | None) -> Outcome:
+    """Claim, transmit, record. Given the `answers` of an earlier send whose record failed, only records them."""
+    if answers is None:
+        with transaction(SERVICE) as session:
+            claimed = claim(session)
+        if claimed is None:
+            return Outcome()
+        answers = _answers(claimed, _transmit(campaign_id, claimed, mail))
+    outcomes = [from_outcome(o) for o in answers["outcomes"]]
+    return bookkeep(lambda session: record(session, positions=answers["positions"], outcomes=outcomes),
+                    f"campaign {campaign_id} {part}", answers, mail.bookkeeping_retry_s)
+
+
+def _answers(claimed: dict[int, Outgoing], outcomes: list[SendFailed | None]) -> dict:
+    """The recipients handed to the transport and what it answered for each, as JSON a message can carry."""
+    return {"positions": list(claimed), "outcomes": [as_outcome(o) for o in outcomes]}
 
 
 def _claim_chunk(session: Session, campaign_id: str, chunk: int, mail: Mail) -> dict[int, Outgoing] | None:
@@ -112,8 +122,8 @@ def _claim_message(session: Session, campaign_id: str, position: int, mail: Mail
             CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.position == position,
             CampaignRecipient.status == "queued").values(status="cancelled")
             .execution_options(synchronize_session=False))
-    if campaign.status not in ACTIVE:
-        return None  # paused: resuming queues this recipient again
+    if campaign.status in ("paused", "cancelled"):
+        return None  # paused: resuming queues this recipient again (a completed campaign sends one released)
     due = list(session.scalars(_unsettled(campaign_id).where(CampaignRecipient.position == position)))
     if not due:
         log.info("Campaign %s recipient %d skipped: no longer queued.", campaign_id, position)
@@ -126,7 +136,8 @@ def _claim(campaign: Campaign, due: list[CampaignRecipient], mail: Mail) -> dict
     now, in_flight_until = datetime.now(UTC), timedelta(seconds=mail.ambiguous_after_s)
     if any(r.status == "sending" and now - _utc(r.attempted_at) < in_flight_until for r in due):
         raise SendInFlight(f"campaign {campaign.id}: an attempt begun moments ago is sending these recipients")
-    campaign.status = "sending"
+    if campaign.status == "queued":
+        campaign.status = "sending"
     claimed = {}
     for r in due:
         if r.status == "sending":
@@ -156,7 +167,7 @@ def _transmit(campaign_id: str, claimed: dict[int, Outgoing], mail: Mail) -> lis
         log.warning("Campaign %s: the mail provider is unavailable (%s); nothing went out, the work waits.",
                     campaign_id, exc)
         # Nothing went out: give the attempts back (if even that fails, they become ambiguous later).
-        retrying(lambda session: _record(session, lock(session, campaign_id), claimed, [], mail),
+        retrying(lambda session: _record(session, lock(session, campaign_id), list(claimed), [], mail),
                  mail.bookkeeping_retry_s)
         raise
     except Exception as exc:
@@ -166,10 +177,10 @@ def _transmit(campaign_id: str, claimed: dict[int, Outgoing], mail: Mail) -> lis
         return [SendFailed(f"{type(exc).__name__}: {exc}", permanent=False)] * batch.taken
 
 
-def _record_chunk(session: Session, campaign_id: str, chunk: int, claimed: dict[int, Outgoing],
+def _record_chunk(session: Session, *, campaign_id: str, chunk: int, positions: list[int],
                   outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
     campaign = lock(session, campaign_id)
-    outcome = _record(session, campaign, claimed, outcomes, mail)
+    outcome = _record(session, campaign, positions, outcomes, mail)
     # Once every recipient is settled the cursor moves on, even when paused (resuming sends the next chunk);
     # compared with `chunk`, so recording twice moves it once.
     if not outcome.refused and not outcome.untried and chunk == campaign.next_chunk:
@@ -182,23 +193,23 @@ def _record_chunk(session: Session, campaign_id: str, chunk: int, claimed: dict[
     return outcome
 
 
-def _record_message(session: Session, campaign_id: str, claimed: dict[int, Outgoing],
+def _record_message(session: Session, *, campaign_id: str, positions: list[int],
                     outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
     campaign = lock(session, campaign_id)
-    outcome = _record(session, campaign, claimed, outcomes, mail)
+    outcome = _record(session, campaign, positions, outcomes, mail)
     if campaign.status == "sending" and _settled(session, campaign):
         _complete(campaign)
     progressed(session, campaign)
     return outcome
 
 
-def _record(session: Session, campaign: Campaign, claimed: dict[int, Outgoing],
-            outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
+def _record(session: Session, campaign: Campaign, positions: list[int], outcomes: list[SendFailed | None],
+            mail: Mail) -> Outcome:
     """Record what became of the claimed recipients still `sending` (so recording twice changes nothing); those
     beyond `outcomes` never went to the transport and are given back. Cancel wins for all but the sent."""
-    answered = dict(zip(claimed, outcomes, strict=False))
+    answered = dict(zip(positions, outcomes, strict=False))
     rows = list(session.scalars(sa.select(CampaignRecipient).where(
-        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.position.in_(list(claimed)),
+        CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.position.in_(positions),
         CampaignRecipient.status == "sending")))
     now, cancelled, refused, untried = datetime.now(UTC), campaign.status == "cancelled", [], 0
     for r in rows:
@@ -215,7 +226,7 @@ def _record(session: Session, campaign: Campaign, claimed: dict[int, Outgoing],
     _tally(campaign, rows)
     if untried:
         log.info("Campaign %s: %d of %d recipients wait for the next message (rate limit, time budget or a "
-                 "dropped connection).", campaign.id, untried, len(claimed))
+                 "dropped connection).", campaign.id, untried, len(positions))
     return Outcome(tuple(refused), untried)
 
 

@@ -18,10 +18,10 @@ SERVICE = "mailer"
 
 
 class OutcomeUnrecorded(Exception):
-    """The email's outcome could not be recorded in time; `outcome` goes on in a new message, not a new send."""
+    """An outcome could not be recorded in time; `outcome` goes on in a new message, not a new send."""
 
-    def __init__(self, message_id: str, outcome: dict):
-        super().__init__(f"the outcome of outbound message {message_id} could not be recorded yet")
+    def __init__(self, what: str, outcome: dict):
+        super().__init__(f"the outcome of {what} could not be recorded yet")
         self.outcome = outcome
 
 
@@ -55,13 +55,21 @@ def as_outcome(failure: SendFailed | None) -> dict:
     return {"accepted": False, "reason": failure.reason, "permanent": failure.permanent}
 
 
+def from_outcome(outcome: dict) -> SendFailed | None:
+    return None if outcome["accepted"] else SendFailed(outcome["reason"], outcome["permanent"])
+
+
 def _bookkeep(message_id: str, outcome: dict, settings: Settings) -> str | None:
-    failure = None if outcome["accepted"] else SendFailed(outcome["reason"], outcome["permanent"])
+    return bookkeep(lambda session: handlers.record(session, message_id, from_outcome(outcome)),
+                    f"outbound message {message_id}", outcome, settings.mail_bookkeeping_retry_s)
+
+
+def bookkeep(step: Callable[[Session], object], what: str, outcome: dict, window_s: float):
+    """Record a send's `outcome` with `step`, retried for `window_s`; then OutcomeUnrecorded, carrying it on."""
     try:
-        return retrying(lambda session: handlers.record(session, message_id, failure),
-                         settings.mail_bookkeeping_retry_s)
+        return retrying(step, window_s)
     except sa.exc.DBAPIError as exc:
-        raise OutcomeUnrecorded(message_id, outcome) from exc
+        raise OutcomeUnrecorded(what, outcome) from exc
 
 
 def retrying(step: Callable[[Session], object], window_s: float):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from services.mailer.delivery import retrying
+from services.mailer.delivery import bookkeep, retrying
 from services.mailer.handlers import SendInFlight
 from services.mailer.models import InvoiceChunk
 from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
@@ -39,27 +39,36 @@ def render(invoice: InvoiceEmail, run_id: str) -> Outgoing:
                     env.get_template("invoice/body.txt").render(context))
 
 
-def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings) -> None:
+def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings, answers: dict | None = None) -> None:
     """Send one chunk once: safe twice, as a chunk recorded done or held is skipped and one recorded `sending` is
-    in flight (SendInFlight) or ambiguous; billing never asks twice for an invoice it has marked emailed."""
+    in flight (SendInFlight) or ambiguous; billing never asks twice for an invoice it has marked emailed.
+    Given the `answers` of an earlier send whose record failed, only records them."""
     try:
         event_id, event = open_envelope(raw, InvoiceEmailsRequested)
     except (ValidationError, ValueError) as exc:
         raise PermanentError(f"{CONSUMER} got an invalid invoice.emails_requested payload: {exc}") from exc
-    with transaction(SERVICE) as session:
-        go = claim(session, event.run_id, event.chunk, settings.ambiguous_send_policy, settings.mail_ambiguous_after_s)
-    if not go:
-        log.info("Invoice run %s chunk %d skipped: already sent, or held (event %s).", event.run_id, event.chunk,
-                 event_id)
-        return
-    try:
-        sent, failed = _send(event, sender)
-    except Exception:
-        # Nothing went out (the provider was unreachable from the start) or the transport itself failed, as
-        # before the attempt was recorded: give the attempt back so the retry sends the chunk.
-        retrying(lambda session: release(session, event.run_id, event.chunk), settings.mail_bookkeeping_retry_s)
-        raise
-    retrying(lambda session: record(session, event_id, event, sent, failed, storage), settings.mail_bookkeeping_retry_s)
+    if answers is None:
+        with transaction(SERVICE) as session:
+            go = claim(session, event.run_id, event.chunk, settings.ambiguous_send_policy,
+                       settings.mail_ambiguous_after_s)
+        if not go:
+            log.info("Invoice run %s chunk %d skipped: already sent, or held (event %s).", event.run_id, event.chunk,
+                     event_id)
+            return
+        try:
+            sent, failed = _send(event, sender)
+        except Exception:
+            # Nothing went out (the provider was unreachable from the start) or the transport itself failed, as
+            # before the attempt was recorded: give the attempt back so the retry sends the chunk.
+            retrying(lambda session: release(session, event.run_id, event.chunk), settings.mail_bookkeeping_retry_s)
+            raise
+        answers = {"sent": list(sent), "failed": list(failed.items())}
+    else:  # the emails the summary file shows are rendered again: the same text, as rendering is pure
+        went = set(answers["sent"])
+        sent = {i.invoice_id: render(i, event.run_id) for i in event.invoices if i.invoice_id in went}
+        failed = dict(answers["failed"])
+    bookkeep(lambda session: record(session, event_id, event, sent, failed, storage),
+             f"invoice run {event.run_id} chunk {event.chunk}", answers, settings.mail_bookkeeping_retry_s)
 
 
 def claim(session: Session, run_id: str, chunk: int, policy: str, ambiguous_after_s: float) -> bool:

@@ -135,6 +135,38 @@ def test_a_failed_commit_of_a_campaign_batch_after_the_server_accepted_it_sends_
                                          "next_chunk": 1 if route == "chunks" else 0}
 
 
+BATCHES = {  # each kind of batch: its actor, a message for it, and how many emails it sends
+    "campaign chunk": lambda: (actors.send_campaign_chunk,
+                               {"campaign_id": stored_campaign("chunks", 3), "chunk": 0}, 3),
+    "campaign message": lambda: (actors.send_campaign_message,
+                                 {"campaign_id": stored_campaign("messages", 1), "position": 0}, 1),
+    "invoice chunk": lambda: (actors.on_invoice_emails_requested, invoice_chunk(count=3), 3),
+}
+
+
+@pytest.mark.parametrize("kind", BATCHES)
+def test_bookkeeping_that_keeps_failing_carries_the_answers_to_a_new_message_which_records_and_does_not_send(
+        system, smtp, monkeypatch, kind):
+    monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0.2)
+    carried = []
+    monkeypatch.setattr(actors, "carry_on", lambda delay_ms, *args: carried.append(args))
+    actor, message, count = BATCHES[kind]()
+    with commits_fail(when=lambda: len(smtp.envelopes) == count, times=1000):
+        actor.fn(message)
+
+    [again] = carried  # the database stayed down past the window: the answers travel on
+    assert "answers" in again[0] or len(again) == 2
+    actor.fn(*again)  # the new message, once the database is back
+
+    assert len(smtp.envelopes) == count
+    if kind == "invoice chunk":
+        assert chunk_row() == {"status": "done", "sent": 3, "failed": 0, "ambiguous": 0}
+    else:
+        campaign_id = message["campaign_id"]
+        assert recipients(campaign_id) == [{"status": "sent", "attempts": 1, "ambiguous": 0}] * count
+        assert campaign_row(campaign_id)["status"] == "completed"
+
+
 def test_a_failed_commit_of_an_invoice_chunk_after_the_server_accepted_it_sends_each_invoice_once(system, smtp):
     raw = invoice_chunk(count=3)
     with commits_fail(when=lambda: len(smtp.envelopes) == 3) as left:
@@ -233,3 +265,45 @@ def test_recipients_a_chunk_had_no_time_for_are_given_back_queued_with_no_attemp
     assert outcome.untried == 2
     assert recipients(campaign_id) == [{"status": "queued", "attempts": 0, "ambiguous": 0}] * 2
     assert campaign_row(campaign_id)["next_chunk"] == 0
+
+
+# --- an operator settles what was held -------------------------------------------------------------------
+
+HELD_IDS = {"campaign chunk": "c-chunks:0", "campaign message": "c-messages:0", "invoice chunk": "00000000-run:0"}
+
+
+@pytest.mark.parametrize("kind", ATTEMPTED)
+@pytest.mark.parametrize(("choice", "emails", "status"), [("--resend", 1, "done"), ("--sent", 0, "done")])
+def test_an_operator_lists_held_sends_and_settles_each_as_sent_or_to_send_again(
+        system, smtp, monkeypatch, deferred, kind, choice, emails, status):
+    monkeypatch.setattr(get_settings(), "ambiguous_send_policy", "hold")
+    run, row = ATTEMPTED[kind](AN_HOUR_AGO)
+    run()
+    assert row()["status"] == "held"
+    listed = CliRunner().invoke(cli.cli, ["mail", "held"])
+    assert HELD_IDS[kind] in listed.output and "1 held." in listed.output
+
+    released = CliRunner().invoke(cli.cli, ["mail", "release", HELD_IDS[kind], choice])
+
+    if kind == "invoice chunk" and choice == "--sent":  # the mailer cannot say which invoices: refused, unchanged
+        assert released.exit_code == 1 and "--resend" in released.output
+        assert row()["status"] == "held"
+        return
+    assert released.exit_code == 0, released.output
+    if kind == "invoice chunk":
+        run()  # billing asks for the chunk again when `market send-invoices` resumes the run
+    else:
+        system.drain()
+    assert len(smtp.envelopes) == emails
+    assert (row()["status"], row()["ambiguous"]) == (DONE[kind] if status == "done" else status, 1)
+    if kind != "invoice chunk":
+        assert campaign_row(HELD_IDS[kind].split(":")[0])["sent"] == 1
+    again = CliRunner().invoke(cli.cli, ["mail", "release", HELD_IDS[kind], choice])  # settled once only
+    assert again.exit_code == 1 and "not held" in again.output
+    assert CliRunner().invoke(cli.cli, ["mail", "held"]).output.strip() == "Nothing is held."
+
+
+def test_release_needs_a_decision_and_names_ids_it_does_not_know(system):
+    assert "--sent" in CliRunner().invoke(cli.cli, ["mail", "release", "x"]).output
+    unknown = CliRunner().invoke(cli.cli, ["mail", "release", "nope", "c-x:7", "--resend"])
+    assert unknown.exit_code == 1 and "nope" in unknown.output and "c-x:7" in unknown.output

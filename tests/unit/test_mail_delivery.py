@@ -73,11 +73,11 @@ def test_bookkeeping_that_keeps_failing_leaves_the_outcome_to_the_redelivery_whi
     monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0.2)
     message_id = stored_message()
     carried = []
-    monkeypatch.setattr(actors, "carry_on", lambda payload, delay_ms: carried.append(payload))
+    monkeypatch.setattr(actors, "carry_on", lambda delay_ms, *args: carried.append(args))
     with commits_fail(when=lambda: len(smtp.envelopes) == 1, times=1000):
         actors.deliver_message.fn({"message_id": message_id})
 
-    [payload] = carried
+    [(payload,)] = carried
     assert payload == {"message_id": message_id, "outcome": {"accepted": True}}
     assert message_row(message_id)["status"] == "sending"
     actors.deliver_message.fn(payload)  # the redelivery, once the database is back
@@ -163,3 +163,19 @@ def test_the_sweep_requeues_a_campaign_whose_send_the_broker_lost_and_each_recip
 
     assert sorted(m["To"] for m in system.mails()) == [f"p{i}@example.com" for i in range(count)]
     assert system.rows("mailer", "SELECT status, sent FROM campaigns") == [{"status": "completed", "sent": count}]
+
+
+@pytest.mark.parametrize(("choice", "emails"), [("--resend", 1), ("--sent", 0)])
+def test_an_operator_settles_a_held_email_as_sent_or_to_send_again(system, smtp, monkeypatch, choice, emails):
+    monkeypatch.setattr(get_settings(), "ambiguous_send_policy", "hold")
+    message_id = stored_message()
+    age(message_id, status="sending", at=datetime.now(UTC) - timedelta(hours=1))
+    actors.deliver_message.fn({"message_id": message_id})
+    assert message_id in CliRunner().invoke(cli.cli, ["mail", "held"]).output
+
+    released = CliRunner().invoke(cli.cli, ["mail", "release", message_id, choice])
+    system.drain()
+
+    assert released.exit_code == 0, released.output
+    assert len(smtp.envelopes) == emails
+    assert message_row(message_id)["status"] == "sent"
