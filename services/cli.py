@@ -8,7 +8,7 @@ import click
 import sqlalchemy as sa
 
 from services import registry
-from shared.db import SchemaDrift
+from shared.migrations import SchemaDrift
 from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
 service_arg = click.argument("service", type=click.Choice(SERVICES))
@@ -39,12 +39,28 @@ def up(bind: str | None, port: int | None) -> None:
 
 
 @cli.command()
-def migrate() -> None:
-    """Create every service's database and tables (safe to run again)."""
-    registry.migrate_all()
-    for service in SERVICES:
-        click.echo(f"{service}: {sa.engine.make_url(get_settings().database_url_for(service)).render_as_string()}"
-                   " is up to date")
+@click.argument("service", type=click.Choice(SERVICES), required=False)
+def migrate(service: str | None) -> None:
+    """Upgrade every service's database (or SERVICE's) to its newest revision and say what was applied; creates
+    a missing PostgreSQL database, and adopts one made before migrations when its tables are the first revision's.
+    Safe to run again."""
+    for name in [service] if service else SERVICES:
+        click.echo(registry.migrate(name))
+
+
+@cli.command()
+@service_arg
+@click.option("-m", "--message", required=True, help="what the revision changes, e.g. \"index emails by status\"")
+def makemigration(service: str, message: str) -> None:
+    """Write SERVICE's next revision from what its models declare and its revisions do not build yet. Review the
+    file before committing it."""
+    from shared.migrations import NothingToRevise
+
+    try:
+        path = registry.revise(service, message)
+    except NothingToRevise as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Wrote {path}: review it, then `market migrate {service}`.")
 
 
 @cli.command()
@@ -220,11 +236,9 @@ def mail_release(held_ids: tuple[str, ...], went_out: bool | None) -> None:
 @click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)
 def seed_invoices(users: int, per_user: int) -> None:
     """Create customers with several invoices each in billing's database, in bulk."""
-    from services import registry as reg
     from services import runs
-    from shared.db import migrate as migrate_service
 
-    migrate_service("billing", reg.metadata("billing"))
+    registry.migrate("billing")
     runs.seed(users, per_user)
 
 
@@ -259,10 +273,9 @@ def create_admin(email: str, name: str, api_url: str | None) -> None:
     database named by this command's settings; when an API is running, it must use the same database."""
     from services.api.users import create_admin as make_admin
     from services.demo import same_system
-    from shared.db import migrate as migrate_service
 
     same_system((api_url or f"http://{get_settings().api_bind}").rstrip("/"), required=False)
-    migrate_service("api", registry.metadata("api"))
+    registry.migrate("api")
     try:
         user_id, token = make_admin(email, name)
     except ValueError as exc:

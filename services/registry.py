@@ -1,10 +1,15 @@
 """Where each service's parts live, for the commands that run or migrate them all."""
 
 import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from shared.settings import SERVICES
+from shared.settings import SERVICES, get_settings
+
+if TYPE_CHECKING:  # Alembic is imported only by the commands that migrate
+    from shared.migrations import History, Migrated
 
 WEB_APPS = {"api": "services.api.app:create_app", "media": "services.media.web:create_app"}
 
@@ -28,8 +33,27 @@ def queues(service: str) -> list[str]:
                    if name.startswith(f"{service}.")})
 
 
-def migrate_all() -> None:
-    from shared.db import migrate
+def history(service: str) -> "History":
+    """The service's version history: its revision files in `services/<name>/migrations/` and its tables."""
+    from shared.migrations import History
 
-    for service in SERVICES:
-        migrate(service, metadata(service))
+    return History(service, metadata(service), Path(__file__).parent / service / "migrations")
+
+
+def migrate(service: str) -> "Migrated":
+    """Upgrade the service's database to its newest revision; returns what was done."""
+    from shared.db import engine_for
+    from shared.migrations import upgrade
+
+    return upgrade(history(service), engine_for(service))
+
+
+def migrate_all() -> list["Migrated"]:
+    return [migrate(service) for service in SERVICES]
+
+
+def revise(service: str, message: str) -> Path:
+    """Write the service's next revision from its models (compared on a scratch database of its kind)."""
+    from shared.migrations import revise
+
+    return revise(history(service), message, sa.make_url(get_settings().database_url_for(service)))

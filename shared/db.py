@@ -181,51 +181,6 @@ def _run_after_release(session: Session) -> None:
             log.exception("A callback after the %s transaction failed.", session.info.get("service"))
 
 
-class SchemaDrift(RuntimeError):
-    """The database's tables were made by another version of the code than this one."""
-
-
-def migrate(service: str, metadata: sa.MetaData) -> None:
-    """Create the service's database (PostgreSQL) and tables if missing; safe to run again. Raises SchemaDrift
-    when existing tables lack columns the code needs or have required columns it no longer fills."""
-    engine = engine_for(service)
-    if engine.url.get_backend_name() == "postgresql":
-        _create_database(engine.url)
-    kernel_metadata.create_all(engine)
-    metadata.create_all(engine)
-    problems = [p for m in (kernel_metadata, metadata) for p in _drift(engine, m)]
-    if problems:
-        raise SchemaDrift(
-            f"the {service} database ({engine.url.render_as_string(hide_password=True)}) was made by another version "
-            f"of this code: {'; '.join(problems)}. There are no migrations for it yet: start a development data "
-            "folder afresh (delete it, e.g. `rm -r var`), or alter the tables by hand.")
-
-
-def _drift(engine: sa.Engine, metadata: sa.MetaData) -> list[str]:
-    inspector, problems = sa.inspect(engine), []
-    for table in metadata.sorted_tables:
-        found = {c["name"]: c for c in inspector.get_columns(table.name)}
-        missing = [c.name for c in table.columns if c.name not in found]
-        stale = [name for name, c in found.items()
-                 if name not in table.columns and not c["nullable"] and c.get("default") is None]
-        if missing:
-            problems.append(f"table {table.name} lacks {', '.join(missing)}")
-        if stale:
-            problems.append(f"table {table.name} requires {', '.join(stale)}, which this code no longer fills")
-    return problems
-
-
-def _create_database(url) -> None:
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database})
-            if not exists:
-                conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
-    finally:
-        admin.dispose()
-
-
 def insert_ignore(session: Session, table: sa.Table, **values) -> bool:
     """Insert a row unless one with the same key exists (even one a concurrent transaction is inserting);
     returns whether this call inserted it."""

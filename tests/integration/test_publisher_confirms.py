@@ -29,11 +29,12 @@ def outbox_script(queue: str, count: int, delayed: int) -> str:
         import json
         import sqlalchemy as sa
         from shared import observability
-        from shared.db import migrate, outbox, transaction
+        from services import registry
+        from shared.db import outbox, transaction
         from shared.outbox import publisher, send
 
         observability.setup("probe")
-        migrate("api", sa.MetaData())
+        registry.migrate("api")
         with transaction("api") as session:
             for n in range({count}):
                 send(session, "api", {queue!r}, {ACTOR!r}, {{"n": n}}, delay_ms=200 if n >= {count - delayed} else None)

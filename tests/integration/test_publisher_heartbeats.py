@@ -18,11 +18,12 @@ def probe_script(queue: str) -> str:
         import time
         import sqlalchemy as sa
         from shared import observability
-        from shared.db import migrate, outbox, transaction
+        from services import registry
+        from shared.db import outbox, transaction
         from shared.outbox import publisher, send
 
         observability.setup("probe")
-        migrate("api", sa.MetaData())
+        registry.migrate("api")
         for n in (1, 2):
             with transaction("api") as session:
                 send(session, "api", {queue!r}, "api.heartbeat_probe", {{"n": n}})

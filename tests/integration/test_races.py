@@ -14,10 +14,10 @@ import json, threading
 from services import registry
 from services.api.app import create_app
 from services.api.users import create_admin
-from shared.db import migrate, transaction
+from shared.db import transaction
 import sqlalchemy as sa
 
-migrate("api", registry.metadata("api"))
+registry.migrate("api")
 client = create_app().test_client()
 def user(name):
     return client.post("/users", json={"email": f"{name}@example.com", "name": name,

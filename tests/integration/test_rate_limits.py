@@ -12,9 +12,8 @@ from tests.integration.conftest import REDIS, ROOT
 REGISTER = """
 import json, sys
 from services.api.app import create_app
-from shared.db import migrate
 from services import registry
-migrate("api", registry.metadata("api"))
+registry.migrate("api")
 client = create_app().test_client()
 address, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 codes = [client.post("/users", json={"email": f"u{i}@example.com", "name": "U", "password": "correct horse battery"},

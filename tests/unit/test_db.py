@@ -145,18 +145,3 @@ def test_concurrent_approvals_of_one_product_notify_the_seller_once(system, serv
     assert len(system.rows("api", "SELECT * FROM notifications WHERE user_id = :u", u=seller["id"])) == 1
     assert len(system.mails()) == 1
 
-
-def test_tables_made_by_another_version_are_named_with_what_they_lack_or_still_require(tmp_path):
-    from services import registry
-    from shared.db import _drift
-
-    engine = sa.create_engine(f"sqlite:///{tmp_path}/old.db")
-    with engine.begin() as conn:  # the users table as an earlier version made it
-        conn.exec_driver_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, email VARCHAR(254) NOT NULL, "
-                             "name VARCHAR(120) NOT NULL, token_hash VARCHAR(64) NOT NULL, is_admin BOOLEAN, "
-                             "created_at DATETIME)")
-    registry.metadata("api").create_all(engine)
-
-    problems = _drift(engine, registry.metadata("api"))
-    assert problems == ["table users lacks password_hash",
-                        "table users requires token_hash, which this code no longer fills"]
