@@ -23,8 +23,9 @@ class OutboundMessage(Base):
     html: Mapped[str] = mapped_column(sa.Text)
     text: Mapped[str] = mapped_column(sa.Text)
     # queued -> sending (attempt recorded, before the send) -> sent | failed | queued (refused for now);
-    # held: an ambiguous send kept for an operator (MARKET_AMBIGUOUS_SEND_POLICY=hold)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    # held: an ambiguous send kept for an operator (MARKET_AMBIGUOUS_SEND_POLICY=hold). Indexed: the sweep looks
+    # for the few queued and sending rows every minute among every email ever sent.
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued", index=True)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     attempted_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     ambiguous: Mapped[int] = mapped_column(sa.Integer, default=0)  # attempts whose outcome was never recorded

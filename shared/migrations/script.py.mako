@@ -1,4 +1,4 @@
-"""${message.capitalize()}.
+"""${message[:1].upper() + message[1:].rstrip(".")}.
 
 Created ${create_date.date()}.
 """
