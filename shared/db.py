@@ -66,8 +66,14 @@ class Base(DeclarativeBase):
 
 @cache
 def engine_for(service: str) -> sa.Engine:
+    return create_engine(get_settings().database_url_for(service))
+
+
+def create_engine(url: str | sa.URL) -> sa.Engine:
+    """An engine as every service's is: SQLite with its pragmas and one writer at a time, PostgreSQL with its
+    checks for dead connections."""
     settings = get_settings()
-    url = make_url(settings.database_url_for(service))
+    url = make_url(url)
     # A thread holds at most one connection per database (see `after_release`), so the pool only has to
     # cover the process's threads; past that a request waits briefly, then fails instead of hanging.
     pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
