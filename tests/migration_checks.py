@@ -134,17 +134,18 @@ class MigrationChecks:
 
     def test_a_new_revision_builds_what_the_models_gained_with_defaults_every_database_takes(self, database,
                                                                                               tmp_path):
-        shutil.copytree(registry.history("reports").versions, tmp_path / "versions")
+        shutil.copytree(registry.history("api").versions, tmp_path / "versions")
         metadata = sa.MetaData()
-        for table in registry.metadata("reports").sorted_tables:
+        for table in registry.metadata("api").sorted_tables:
             table.to_metadata(metadata)
-        metadata.tables["sales"].append_column(sa.Column("refunded", sa.Boolean, nullable=False,
-                                                         server_default=sa.false()))
-        history, engine = History("reports", metadata, tmp_path / "versions"), database("reports")
+        users = metadata.tables["users"]  # which other tables point at: SQLite copies it with their rows in place
+        users.append_column(sa.Column("newsletter", sa.Boolean, nullable=False, server_default=sa.false()))
+        users.c.name.type = sa.String(200)
+        history, engine = History("api", metadata, tmp_path / "versions"), database("api")
 
-        path = revise(history, "sales can be refunded", engine.url)
+        path = revise(history, "users may want the newsletter", engine.url)
 
-        assert path.name == f"{len(revisions(history)):04d}_sales_can_be_refunded.py"
+        assert path.name == f"{len(revisions(history)):04d}_users_may_want_the_newsletter.py"
         assert "server_default=sa.false()" in path.read_text()  # not SQLite's 0, which PostgreSQL refuses
         upgrade_revision_by_revision(history, engine)
         assert_models_match(history, engine)
