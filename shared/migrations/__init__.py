@@ -157,7 +157,7 @@ def _config(history: History, connection: sa.Connection) -> Config:
 
 
 def _revision(connection: sa.Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    return ", ".join(MigrationContext.configure(connection).get_current_heads()) or None
 
 
 def _holds_tables_of(connection: sa.Connection, history: History) -> bool:

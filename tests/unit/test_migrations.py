@@ -4,8 +4,10 @@ import os
 
 import pytest
 
+from services import registry
 from shared.db import create_engine
-from tests.migration_checks import MigrationChecks, market
+from shared.settings import SERVICES
+from tests.migration_checks import MigrationChecks, files, market, revisions
 
 
 class TestOnSQLite(MigrationChecks):
@@ -32,3 +34,12 @@ def test_makemigration_writes_nothing_when_the_models_match_their_revisions(tmp_
 
     assert done.returncode == 1
     assert "Error: the media models match its revisions: there is nothing to write" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_history_is_one_line_of_numbered_revisions(service):
+    # Two branches that each added a revision 0002 show up here: renumber the later one after the other.
+    history = registry.history(service)
+    numbers = [f"{n:04d}" for n in range(1, len(files(history)) + 1)]
+    assert revisions(history) == numbers
+    assert [name[:4] for name in files(history)] == numbers
