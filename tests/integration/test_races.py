@@ -66,7 +66,8 @@ def test_insert_ignore_says_whether_it_inserted_on_postgresql(databases):
     import sqlalchemy as sa
     from sqlalchemy.orm import Session
 
-    from shared.db import _create_database, insert_ignore
+    from shared.db import insert_ignore
+    from shared.migrations import _create_database
 
     url = sa.engine.make_url(databases.url("api"))
     _create_database(url)
