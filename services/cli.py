@@ -84,6 +84,15 @@ def serve(app: str, bind: str | None, workers: int | None, threads: int | None) 
 
 
 @cli.command()
+@click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
+@click.option("-o", "--output", type=click.File("w"), default="-", help="the file to write (default: standard output)")
+def openapi(app: str, output) -> None:
+    """Write the OpenAPI 3.1 document of the api or media's download app (also served at /openapi.json)."""
+    json.dump(registry.openapi(app), output, indent=2)
+    output.write("\n")
+
+
+@cli.command()
 @service_arg
 @click.option("--processes", type=int, help="worker processes (default MARKET_WORKER_PROCESSES)")
 @click.option("--threads", type=int, help="threads per process (default MARKET_WORKER_THREADS)")

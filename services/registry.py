@@ -14,6 +14,13 @@ if TYPE_CHECKING:  # Alembic is imported only by the commands that migrate
 WEB_APPS = {"api": "services.api.app:create_app", "media": "services.media.web:create_app"}
 
 
+def openapi(app: str) -> dict:
+    """The OpenAPI document of a web app, as it serves it at /openapi.json."""
+    module, factory = WEB_APPS[app].split(":")
+    flask_app = getattr(importlib.import_module(module), factory)()
+    return flask_app.extensions["openapi"].document(flask_app)
+
+
 def metadata(service: str) -> sa.MetaData:
     return importlib.import_module(f"services.{service}.models").Base.metadata
 

@@ -1,6 +1,6 @@
 """Product review: an admin approves or rejects a product; the seller is told in the app and by email."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from flask import Blueprint, g, request, send_file
@@ -8,8 +8,8 @@ from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from services.api import files
-from services.api.catalog import product_json
-from services.api.http import ApiError, Body, authenticated, page, paged, parse
+from services.api.catalog import ProductOut, ProductPage
+from services.api.http import ApiError, Body, Page, api, authenticated, paged, parse, query
 from services.api.models import Notification, Product, User
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
@@ -29,22 +29,26 @@ class Approval(Body):
     file_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
+class ReviewQueue(Page):
+    status: Literal["pending", "approved", "rejected"] = "pending"
+
+
 @bp.get("/admin/products")
+@api.operation({200: ProductPage}, query=ReviewQueue, auth=True, errors=[403], tags=["review"])
 @authenticated
 def review_queue():
     """Products awaiting review (`?status=` pending, the default, rejected or approved), oldest first."""
-    status = request.args.get("status", "pending")
-    if status not in ("pending", "approved", "rejected"):
-        raise ApiError(400, "status must be pending, approved or rejected")
-    limit, offset = page()
+    asked = query(ReviewQueue)
+    status, limit, offset = asked.status, asked.limit, asked.offset
     with transaction("api") as session:
         _require_admin(session)
         found, next_offset = paged(session, sa.select(Product).where(Product.status == status).order_by(Product.id),
                                    limit, offset)
-        return {"products": [product_json(p) for p in found], "next_offset": next_offset}
+        return ProductPage(products=[ProductOut.of(p) for p in found], next_offset=next_offset)
 
 
 @bp.get("/admin/products/<int:product_id>/file")
+@api.operation({200: None}, auth=True, errors=[403, 404], tags=["review"])
 @authenticated
 def review_file(product_id: int):
     """The product's current file, for an admin to review; never rendered by the browser."""
@@ -59,6 +63,7 @@ def review_file(product_id: int):
 
 
 @bp.post("/admin/products/<int:product_id>/approve")
+@api.operation({200: ProductOut}, body=Approval, auth=True, errors=[403, 404, 409], tags=["review"])
 @authenticated
 def approve(product_id: int):
     """Approve; with `file_sha256`, only if the product's file is still the version reviewed."""
@@ -72,12 +77,14 @@ def approve(product_id: int):
         publish(session, ProductApproved(product_id=product.id, title=product.title, seller_id=seller.id,
                                          seller_email=seller.email, seller_name=seller.name,
                                          file_key=product.file_key, file_sha256=product.file_sha256))
-        return product_json(product)
+        return ProductOut.of(product)
 
 
 @bp.post("/admin/products/<int:product_id>/reject")
+@api.operation({200: ProductOut}, body=Rejection, auth=True, errors=[403, 404, 409], tags=["review"])
 @authenticated
 def reject(product_id: int):
+    """Reject, with the reason the seller is told."""
     with transaction("api") as session:
         _require_admin(session)
         body = parse(Rejection)
@@ -86,7 +93,7 @@ def reject(product_id: int):
                f"Reason: {body.reason}", {"product_id": product.id, "reason": body.reason})
         publish(session, ProductRejected(product_id=product.id, title=product.title, seller_id=seller.id,
                                          seller_email=seller.email, seller_name=seller.name, reason=body.reason))
-        return product_json(product)
+        return ProductOut.of(product)
 
 
 def _require_admin(session: Session) -> None:
