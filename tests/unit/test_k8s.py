@@ -141,8 +141,8 @@ def test_the_keda_check_rejects_a_malformed_scaled_object():
 def test_every_command_and_exec_probe_is_a_real_market_command(overlay):
     for name, workload in app_workloads(overlay).items():
         app = container(workload)
-        commands = [app["command"]] + [app[probe]["exec"]["command"] for probe in
-                                       ("startupProbe", "readinessProbe", "livenessProbe") if "exec" in app.get(probe, {})]
+        probes = [app[probe] for probe in ("startupProbe", "readinessProbe", "livenessProbe") if probe in app]
+        commands = [app["command"], *(probe["exec"]["command"] for probe in probes if "exec" in probe)]
         for command in commands:
             assert command[0] == "market", (name, command)
             resolve_market_command(market_cli, command[1:])
