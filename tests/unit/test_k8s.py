@@ -363,3 +363,15 @@ def test_the_readme_creates_every_secret_key_the_manifests_need(overlay):
               for var in container(workload).get("env", [])
               if "secretKeyRef" in var.get("valueFrom", {}) and not var["valueFrom"]["secretKeyRef"].get("optional")}
     assert needed <= created, needed - created
+
+
+@overlays
+def test_the_readmes_first_apply_migrates_without_rolling_any_web_app_or_worker(overlay):
+    (selector,) = re.findall(r"kubectl apply -k \$OVERLAY -l '([^']+)'", (K8S / "README.md").read_text())
+    key, values = re.fullmatch(r"(\S+) notin \(([^)]*)\)", selector).groups()
+    first = {(o["kind"], o["metadata"]["name"]) for o in build(overlay)
+             if o["metadata"].get("labels", {}).get(key) not in values.split(",")}
+    assert {("Job", "migrate"), ("ConfigMap", "market-config"), ("PersistentVolumeClaim", "market-data")} <= first
+    assert not first & {("Deployment", name) for name in app_workloads(overlay)}
+    if overlay == "dev":
+        assert {("StatefulSet", "postgres"), ("Service", "postgres")} <= first  # the Job's database comes up
