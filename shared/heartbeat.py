@@ -72,8 +72,8 @@ class Heartbeat(Middleware):
         if self.worker is None or not self.worker.consumers:
             return False
         since = time.monotonic() - self.interval_s
-        if any(self.heard.get(queue, since - 1) < since or not thread.is_alive()
-               for queue, thread in self.worker.consumers.items()):
+        consumers = list(self.worker.consumers.items())  # the worker adds one for each queue declared later
+        if any(self.heard.get(queue, since - 1) < since or not thread.is_alive() for queue, thread in consumers):
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch()
