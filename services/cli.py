@@ -65,11 +65,12 @@ def makemigration(service: str, message: str) -> None:
 
 @cli.command()
 @click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
-@click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND)")
+@click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND / MARKET_MAILER_BIND)")
 @click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
 @click.option("--threads", type=click.IntRange(1), help="threads per worker process (default MARKET_WEB_THREADS)")
 def serve(app: str, bind: str | None, workers: int | None, threads: int | None) -> None:
-    """Serve the api or media's download app under gunicorn (threaded workers)."""
+    """Serve a web app under gunicorn (threaded workers): the api, media's download app, or the mailer's queue
+    metrics (GET /queues: depth and oldest wait per queue, for autoscalers)."""
     _require_real_secrets(f"{app}-web")
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
@@ -106,6 +107,22 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms),
             "--worker-fork-timeout", str(settings.worker_boot_wait_ms)]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@cli.command("worker-health")
+@service_arg
+@click.option("--max-age", type=click.FloatRange(0, min_open=True),
+              help="seconds a heartbeat may be old (default 3 × MARKET_HEARTBEAT_INTERVAL_S)")
+def worker_health(service: str, max_age: float | None) -> None:
+    """Exit 0 when every SERVICE worker process on this host consumes (its consumers heard from the broker
+    lately: a fresh heartbeat file), else 1 naming what is wrong. The workers' liveness and readiness probe."""
+    from shared.heartbeat import health
+
+    settings = get_settings()
+    fine, sentence = health(settings.heartbeats_dir, service, max_age or 3 * settings.heartbeat_interval_s)
+    if not fine:
+        raise click.ClickException(sentence)
+    click.echo(sentence)
 
 
 @cli.command()

@@ -11,7 +11,8 @@ from shared.settings import SERVICES, get_settings
 if TYPE_CHECKING:  # Alembic is imported only by the commands that migrate
     from shared.migrations import History, Migrated
 
-WEB_APPS = {"api": "services.api.app:create_app", "media": "services.media.web:create_app"}
+WEB_APPS = {"api": "services.api.app:create_app", "media": "services.media.web:create_app",
+            "mailer": "services.mailer.web:create_app"}  # the mailer's: its queue metrics, for autoscalers
 
 
 def openapi(app: str) -> dict:

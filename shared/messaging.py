@@ -11,6 +11,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
 
 import dramatiq
 import pika
@@ -19,12 +20,25 @@ import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
 from shared.db import failed_jobs, transaction
+from shared.heartbeat import Heartbeat
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Middleware)
+
+
+def middleware_of(broker: dramatiq.Broker, kind: type[M], make: Callable[[], M]) -> M:
+    """The broker's one middleware of `kind`, added (made by `make`) on first use: Dramatiq warns about every
+    second middleware of one type, and a process may set a broker up more than once (the in-process tests)."""
+    found = next((m for m in broker.middleware if isinstance(m, kind)), None)
+    if found is None:
+        found = make()
+        broker.add_middleware(found)
+    return found
 
 
 class PermanentError(Exception):
@@ -39,6 +53,24 @@ class MaintainedRedisBroker(RedisBroker):
     def _should_do_maintenance(self, command: str) -> int:
         return 1 if getattr(self._forced, "on", False) else super()._should_do_maintenance(command)
 
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        # When it joined its queue (a retry: again when its backoff is over), which `waiting` measures from:
+        # message_timestamp is when it was first sent, so a retry would look as old as the first attempt.
+        return super().enqueue(message.copy(options={"enqueued_at": current_millis()}), delay=delay)
+
+    def waiting(self, queue_name: str) -> tuple[int, float]:
+        """How many messages wait on a queue (not the delayed, not those being processed), and how many
+        seconds the next to be delivered has waited (0 when none): Dramatiq keeps a queue as a list of
+        message ids (`<namespace>:<queue>`, delivered from the head) and the messages in a hash beside it."""
+        key = f"{self.namespace}:{queue_name}"
+        depth, head = self.client.pipeline().llen(key).lindex(key, 0).execute()
+        data = self.client.hget(f"{key}.msgs", head) if head is not None else None
+        if data is None:  # empty, or delivered between the two reads
+            return depth, 0.0
+        message = dramatiq.Message.decode(data)
+        enqueued_at = message.options.get("enqueued_at", message.message_timestamp)
+        return depth, max(0, current_millis() - enqueued_at) / 1000
+
     def maintain(self) -> None:
         """Requeue messages held by dead workers on every queue of this broker; refreshes our heartbeat."""
         self._forced.on = True
@@ -50,9 +82,7 @@ class MaintainedRedisBroker(RedisBroker):
 
 
 class PeriodicDuties(Middleware):
-    """Runs each duty at its own interval, each in a daemon thread, while the worker is up.
-
-    One per broker, holding all its duties: Dramatiq warns about every second middleware of one type."""
+    """Runs each duty at its own interval, each in a daemon thread, while the worker is up; one per broker."""
 
     def __init__(self):
         self.duties: dict[str, tuple[float, Callable[[], object]]] = {}
@@ -61,11 +91,7 @@ class PeriodicDuties(Middleware):
     @classmethod
     def of(cls, broker: dramatiq.Broker) -> "PeriodicDuties":
         """The broker's one PeriodicDuties, added on first use."""
-        found = next((m for m in broker.middleware if isinstance(m, cls)), None)
-        if found is None:
-            found = cls()
-            broker.add_middleware(found)
-        return found
+        return middleware_of(broker, cls, cls)
 
     def add(self, name: str, interval: float, fn: Callable[[], object]) -> None:
         self.duties[name] = (interval, fn)  # by name: adding a duty again replaces it
@@ -209,7 +235,8 @@ def require_durable_broker(service: str) -> None:
 
 
 def add_worker_duties(service: str) -> None:
-    """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
+    """What a consuming process runs beside its actors: the outbox relay, the heartbeat that its probe reads
+    (`market worker-health`) and, on Redis, maintenance."""
     from shared.outbox import purge, relay
 
     require_durable_broker(service)
@@ -219,6 +246,9 @@ def add_worker_duties(service: str) -> None:
     duties = PeriodicDuties.of(broker)
     duties.add(f"{service}-outbox-relay", settings.outbox_relay_interval_s, lambda: relay(service))
     duties.add(f"{service}-outbox-purge", 3600, lambda: purge(service))
+    heartbeat = middleware_of(broker, Heartbeat,
+                              lambda: Heartbeat(service, settings.heartbeats_dir, settings.heartbeat_interval_s))
+    duties.add(f"{service}-heartbeat", settings.heartbeat_interval_s, heartbeat.beat)
     if isinstance(broker, MaintainedRedisBroker):
         duties.add(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s, broker.maintain)
 
