@@ -142,6 +142,13 @@ def report(answered: dict[int, float], found: dict[str, dict[int, float]]) -> No
         print(f"{effect:<20} {len(lags):>4}/{len(answered):<4}  {p50:8.1f} {p95:8.1f} {p99:8.1f}", flush=True)
 
 
+def print_cpu(cpu: dict[str, float], purchases: int) -> None:
+    """CPU milliseconds per purchase of each process kind: what a purchase costs, however busy the machine is."""
+    print(f"CPU per purchase: {sum(cpu.values()) * 1000 / purchases:.1f} ms in all (the servers not counted): " +
+          ", ".join(f"{kind} {used * 1000 / purchases:.1f}" for kind, used in sorted(cpu.items()) if used > 0),
+          flush=True)
+
+
 def run(args, data: Path, databases: str, amqp: str, redis_url: str) -> None:
     capture = Capture()
     smtp = Controller(capture, hostname="127.0.0.1", port=free_port())
@@ -152,21 +159,24 @@ def run(args, data: Path, databases: str, amqp: str, redis_url: str) -> None:
                     MARKET_MAIL_TRANSPORT="smtp", MARKET_SMTP_HOST="127.0.0.1", MARKET_SMTP_PORT=str(smtp.port),
                     MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
     try:
-        with market_up(env, data / "up.log") as api:
-            port = int(api.rsplit(":", 1)[1])
-            template = pending_orders(api, env, 1)[0]["order"]
+        with market_up(env, data / "up.log") as up:
+            port = up.port
+            template = pending_orders(up.api, env, 1)[0]["order"]
             warm_up, *measured = (copies(databases.format(service="api"), template["id"], n)
                                   for n in (args.warm_up, int(args.rate * args.seconds)))
             pay(port, warm_up, 10)
             wait_until("the warm-up's emails", lambda: all_emailed(capture, warm_up), timeout=120)
             print(f"market up (processes, PostgreSQL, RabbitMQ with confirms, mailer on Redis, SMTP capture): "
                   f"{len(measured[0])} purchases at {args.rate:g}/s", flush=True)
+            cpu_before = up.cpu_seconds()
             answered = pay(port, measured[0], args.rate)
             deadline = time.monotonic() + args.timeout
             while not all_emailed(capture, measured[0]) and time.monotonic() < deadline:
                 time.sleep(0.5)
             time.sleep(1)  # the database consumers have one hop where the emails have two or three; a margin anyway
+            cpu = {kind: used - cpu_before.get(kind, 0.0) for kind, used in up.cpu_seconds().items()}
             report(answered, effects(databases, capture, measured[0]))
+            print_cpu(cpu, len(measured[0]))
     finally:
         smtp.stop()
 

@@ -150,17 +150,49 @@ def wait_until(what: str, probe, timeout: float, interval: float = 0.2):
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class MarketUp:
+    api: str  # base URL
+    session: int  # the session id of every process `market up` started
+
+    @property
+    def port(self) -> int:
+        return int(self.api.rsplit(":", 1)[1])
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) so far of each kind of process `market up` runs: "api web", "billing worker"..."""
+        ticks, used = os.sysconf("SC_CLK_TCK"), {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                command = (stat.parent / "cmdline").read_bytes().decode().split("\0")
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[3]) == self.session and (kind := _kind(command)):
+                used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        return used
+
+
+def _kind(command: list[str]) -> str | None:
+    if "gunicorn" in command:
+        app = next(arg for arg in command if arg.endswith(":create_app()"))  # services.<name>.<module>:create_app()
+        return f"{app.split('.')[1]} web"
+    if "dramatiq" in command:
+        return f"{command[command.index('dramatiq') + 1].split('.')[1]} worker"
+    return None
+
+
 @contextmanager
-def market_up(env: dict, log_path: Path) -> Iterator[str]:
-    """`market up` with `env`, once its api answers: yields the api's base URL; on the way out, stops it and prints
-    the ERROR lines and tracebacks its log holds."""
+def market_up(env: dict, log_path: Path) -> Iterator[MarketUp]:
+    """`market up` with `env`, once its api answers; on the way out, stops it and prints the ERROR lines and
+    tracebacks its log holds."""
     with open(log_path, "ab") as log:
         up = subprocess.Popen([sys.executable, "-m", "services", "up"], env=env, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
         api = f"http://{env['MARKET_API_BIND']}"
         wait_until("the api", lambda: answers(f"{api}/healthz"), timeout=90)
-        yield api
+        yield MarketUp(api, up.pid)
     finally:
         stop(up)
         problems = [line for line in log_path.read_text(errors="replace").splitlines()

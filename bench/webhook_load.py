@@ -82,14 +82,14 @@ def market(args, data: Path, databases: str, amqp: str, redis_url: str) -> list[
                     MARKET_BROKER_URL=amqp, MARKET_MAILER_BROKER_URL=redis_url, MARKET_ALLOW_VOLATILE_REDIS="1",
                     MARKET_WEB_WORKERS=str(args.web_workers), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
                     MARKET_LOG_LEVEL="WARNING", MARKET_DB_PRE_PING=args.db_pre_ping, **UNLIMITED)
-    with market_up(env, data / "up.log") as api:
-        template = pending_orders(api, env, 1)[0]["order"]
+    with market_up(env, data / "up.log") as up:
+        template = pending_orders(up.api, env, 1)[0]["order"]
         orders = iter(copies(databases.format(service="api"), template["id"],
                              int(sum(args.rates) * args.seconds) + 60))  # and the warm-up's 50
         print(f"market up (processes: gunicorn {args.web_workers} gthread workers, PostgreSQL with pre-ping "
               f"{args.db_pre_ping}, RabbitMQ with confirms, mailer on Redis): POST /webhooks/stripe, each paying its "
               "own pending order", flush=True)
-        return climb(int(api.rsplit(":", 1)[1]), "/webhooks/stripe", args.rates, args.seconds,
+        return climb(up.port, "/webhooks/stripe", args.rates, args.seconds,
                      lambda: signed(next(orders)))
 
 
