@@ -11,13 +11,9 @@ The processes mode needs the integration tests' servers; it runs on a RabbitMQ v
 """
 
 import argparse
-import hashlib
-import hmac
 import http.client
-import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import statistics
@@ -26,77 +22,26 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from support import ROOT, clean_env, drop_databases, free_port, fresh_database_template
+from support import (
+    ROOT,
+    SECRET,
+    UNLIMITED,
+    answers,
+    call,
+    clean_env,
+    drop_databases,
+    free_port,
+    fresh_database_template,
+    own_vhost,
+    pending_orders,
+    signed,
+    wait_until,
+)
 
-SECRET = f"whsec_{secrets.token_urlsafe(32)}"
 LOG_PROBLEMS = re.compile(r"QueuePool limit|TimeoutError|database is locked|Traceback")
-
-
-PASSWORD = "bench pass phrase"
-UNLIMITED = {"MARKET_RATE_LIMIT_REGISTER": "100000/minute"}  # one address registers every buyer
-
-
-def call(api: str, method: str, path: str, body=None, token: str | None = None) -> dict:
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    request = urllib.request.Request(f"{api}{path}", json.dumps(body).encode() if body is not None else None,
-                                     headers, method=method)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def wait_until(what: str, probe, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-    return value
-
-
-def admin_token(env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "services", "create-admin", "--email",
-                           f"admin-{uuid.uuid4().hex[:6]}@example.com", "--name", "Bench Admin"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    return re.search(r"token: (\S+)", done.stdout).group(1)
-
-
-def pending_orders(api: str, env: dict, count: int) -> list[dict]:
-    """`count` buyers, each with one pending Stripe order for one approved product."""
-    seller = call(api, "POST", "/users", {"email": f"seller-{uuid.uuid4().hex[:8]}@example.com", "name": "Sam",
-                                         "password": PASSWORD})
-    product = call(api, "POST", "/products", {"title": "Burst Book", "price_minor": 1500, "currency": "USD"},
-                   seller["token"])
-    call(api, "POST", f"/admin/products/{product['id']}/approve", token=admin_token(env))
-    orders = []
-    for n in range(count):
-        buyer = call(api, "POST", "/users", {"email": f"buyer{n}-{uuid.uuid4().hex[:8]}@example.com", "name": "Bea",
-                                             "password": PASSWORD})
-        call(api, "POST", "/cart/items", {"product_id": product["id"]}, buyer["token"])
-        orders.append({"order": call(api, "POST", "/orders", {"provider": "stripe"}, buyer["token"]), "buyer": buyer})
-    return orders
-
-
-def signed(order: dict) -> tuple[bytes, dict]:
-    event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": "payment_intent.succeeded",
-             "data": {"object": {"id": f"pi_{uuid.uuid4().hex}", "object": "payment_intent",
-                                 "amount_received": order["total_minor"], "currency": order["currency"].lower(),
-                                 "metadata": {"order_reference": order["reference"]}}}}
-    body, ts = json.dumps(event).encode(), int(time.time())
-    sig = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return body, {"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"}
 
 
 def burst(port: int, requests: list[tuple[bytes, dict]]) -> list[tuple[float, int | str]]:
@@ -193,17 +138,6 @@ def processes(count: int, web_workers: int) -> None:
         if vhost:
             subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
         shutil.rmtree(data, ignore_errors=True)
-
-
-def own_vhost() -> str | None:
-    """A fresh RabbitMQ vhost for guest, or None (the default vhost) without rabbitmqctl."""
-    if not shutil.which("rabbitmqctl"):
-        print("rabbitmqctl not found: using the default vhost; stop other consumers of it first")
-        return None
-    vhost = f"mkt_bench_{uuid.uuid4().hex[:8]}"
-    for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-        subprocess.run(["rabbitmqctl", *command], capture_output=True, check=True, timeout=60)
-    return vhost
 
 
 def main() -> None:

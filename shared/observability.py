@@ -31,6 +31,9 @@ def setup(process: str) -> None:
         level=settings.log_level,
         format=f"%(asctime)s %(levelname)s [{process}] %(name)s: %(message)s",
     )
+    # basicConfig leaves a root logger that has a handler alone: a Dramatiq worker's (set to INFO) would ignore
+    # MARKET_LOG_LEVEL, and spend its time scrubbing and writing a line per message.
+    logging.getLogger().setLevel(settings.log_level)
     # On the handlers, not a logger: a logger's filters skip records propagated from its children
     # (werkzeug, flask.app, dramatiq). A Dramatiq worker's root handler is Dramatiq's own: scrub it too.
     for handler in logging.getLogger().handlers:

@@ -35,8 +35,7 @@ def publish(session: Session, event: Event, event_id: str | None = None) -> str:
     """Write `event` for every subscriber into this session's outbox; returns the event id.
     A deterministic `event_id` makes publishing the same fact again harmless: consumers skip it."""
     env = envelope(event, event_id)
-    for target in SUBSCRIPTIONS[event.name]:
-        send(session, target.service, target.queue, target.actor, env)
+    _write(session, [_row(target.service, target.queue, target.actor, env) for target in SUBSCRIPTIONS[event.name]])
     return env["event_id"]
 
 
@@ -44,12 +43,21 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
          delay_ms: int | None = None) -> None:
     """Write one message for `actor` on `service`'s broker; it leaves after commit, `delay_ms` later if given.
     (The relay, which only sends what a crash left behind, sends such a row without its delay.)"""
+    _write(session, [_row(service, queue, actor, payload)], delay_ms)
+
+
+def _row(service: str, queue: str, actor: str, payload: dict) -> dict:
     # created_at is when the row is written, not when its transaction began (PostgreSQL's now()),
     # so the relay does not take a long transaction's fresh rows for leftovers.
-    row = {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload,
-           "created_at": datetime.now(UTC)}
-    session.execute(outbox.insert().values(**row))
-    session.info.setdefault("outbox", []).append(row | {"delay_ms": delay_ms})
+    return {"id": str(uuid.uuid4()), "service": service, "queue": queue, "actor": actor, "payload": payload,
+            "created_at": datetime.now(UTC)}
+
+
+def _write(session: Session, rows: list[dict], delay_ms: int | None = None) -> None:
+    """One INSERT for all the rows: an executemany, which psycopg sends in one round trip (it pipelines), and the
+    cheapest to compile (a multi-row VALUES is compiled anew for each row count)."""
+    session.execute(outbox.insert(), rows)
+    session.info.setdefault("outbox", []).extend(row | {"delay_ms": delay_ms} for row in rows)
 
 
 def _send_rows(owner: str, rows: list[dict]) -> None:

@@ -97,15 +97,16 @@ def _verified(verify) -> Received:
 
 def _store(provider: str, received: Received) -> Acknowledged:
     """Store once per (provider, event id) and queue processing in the same transaction."""
+    # A plain INSERT ... RETURNING rather than the ORM's unit of work, which was a quarter of a webhook's CPU.
+    table = WebhookEvent.__table__
+    stored = table.insert().values(provider=provider, event_id=received.event_id, event_type=received.event_type,
+                                   payload=received.payload).returning(table.c.id)
     try:
         with transaction("api") as session:
-            event = WebhookEvent(provider=provider, event_id=received.event_id, event_type=received.event_type,
-                                 payload=received.payload)
-            session.add(event)
-            session.flush()
-            send(session, "api", "api.webhooks", "api.process_webhook", {"webhook_event_id": event.id})
+            stored_id = session.scalar(stored)
+            send(session, "api", "api.webhooks", "api.process_webhook", {"webhook_event_id": stored_id})
     except IntegrityError:
         log.info("Duplicate %s webhook %s acknowledged; nothing done.", provider, received.event_id)
         return Acknowledged(status="duplicate", event_id=received.event_id)
-    log.info("Stored %s webhook %s as #%s.", provider, received.event_id, event.id)
+    log.info("Stored %s webhook %s as #%s.", provider, received.event_id, stored_id)
     return Acknowledged(status="accepted", event_id=received.event_id)

@@ -17,7 +17,11 @@ import ssl
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from email.utils import formatdate
 from functools import lru_cache
 from pathlib import Path
@@ -47,14 +51,24 @@ class ProviderDown(Exception):
     """The provider cannot be reached; nothing in the batch was sent after this point."""
 
 
-def as_email(message: Outgoing, mail_from: str) -> EmailMessage:
-    email = EmailMessage()
-    email["From"], email["To"], email["Subject"] = mail_from, message.to, message.subject
+UTF8 = Charset("utf-8")
+UTF8.body_encoding = QP  # readable bodies, as EmailMessage.set_content writes them
+
+
+def as_email(message: Outgoing, mail_from: str) -> Message:
+    """The MIME message, built with the compat32 classes: with EmailMessage's default policy an email took 3.2 ms
+    to build and write out, with these about 1 ms. Their generator still refuses a header holding another."""
+    text = MIMEText(message.text, "plain", UTF8)
+    if message.html is None:
+        email = text
+    else:
+        email = MIMEMultipart("alternative")
+        email.attach(text)
+        email.attach(MIMEText(message.html, "html", UTF8))
+    email["From"], email["To"] = mail_from, message.to
+    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)
     email["Date"] = formatdate(localtime=False)
     email["Message-ID"] = f"<{message.message_id}@marketplace>"
-    email.set_content(message.text)
-    if message.html is not None:
-        email.add_alternative(message.html, subtype="html")
     return email
 
 
@@ -199,13 +213,24 @@ class ProviderUnavailable(Exception):
     """The provider is down or its circuit is open: defer the work, do not fail it."""
 
 
+class ConcurrentBreaker(pybreaker.CircuitBreaker):
+    """pybreaker's breaker, except that a closed circuit lets calls run side by side: pybreaker holds its lock
+    for the whole call, so a mailer process's threads sent one email at a time. An open or half-open circuit
+    still takes the lock, so one trial send at a time decides whether it closes."""
+
+    def call(self, func, *args, **kwargs):
+        if self.current_state == pybreaker.STATE_CLOSED:
+            return self.state.call(func, *args, **kwargs)
+        return super().call(func, *args, **kwargs)
+
+
 @lru_cache(maxsize=1)
 def breaker() -> pybreaker.CircuitBreaker:
     """One per process: after `fail_max` unreachable attempts in a row it opens; after `reset` seconds
     one trial send decides whether it closes again."""
     settings = get_settings()
-    return pybreaker.CircuitBreaker(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s,
-                                    exclude=[lambda exc: not isinstance(exc, ProviderDown)])
+    return ConcurrentBreaker(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s,
+                             exclude=[lambda exc: not isinstance(exc, ProviderDown)])
 
 
 def send_guarded(sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:

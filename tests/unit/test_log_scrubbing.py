@@ -85,6 +85,18 @@ def test_a_worker_scrubs_the_handler_dramatiq_installed_and_its_failure_lines(tm
                  "Message billing.on_purchase_completed[m-123] was skipped", "/downloads/[Filtered]")
 
 
+def test_a_worker_logs_at_the_configured_level_not_at_the_one_dramatiq_set(tmp_path):
+    output = run("""
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # what `dramatiq` does in a worker process
+        from shared import observability
+        observability.setup("billing-worker")
+        logging.getLogger("shared.outbox").info("billing.on_purchase_completed handled event e-1.")
+        logging.getLogger("shared.outbox").warning("Outbox relay of billing sent 1 messages.")
+    """, tmp_path, MARKET_LOG_LEVEL="WARNING")
+    assert "handled event e-1" not in output and "Outbox relay of billing sent 1 messages" in output
+
+
 @pytest.mark.parametrize("which", ["error", "access"])
 def test_gunicorns_own_logs_are_scrubbed(tmp_path, which):
     output = run(f"""

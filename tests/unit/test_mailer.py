@@ -136,6 +136,27 @@ def test_the_subject_never_holds_a_line_break_whatever_the_order_reference_holds
     assert parsed["Bcc"] is None and parsed["To"] == "buyer@example.com"
 
 
+@pytest.mark.parametrize(("subject", "text"), [
+    ("Order ord_1 confirmed: 19.99 USD", "plain words"),
+    ("Commande ord_1 confirmée : 19,99 €", "Merci, Zoë — à bientôt"),
+    ("注文 ord_1 確認", "ありがとう"),
+])
+def test_an_email_reads_back_with_its_subject_text_and_html_whatever_its_characters(subject, text):
+    message = Outgoing(str(uuid.uuid4()), "buyer@example.com", subject, text, f"<p>{text}</p>")
+    parsed = email.message_from_bytes(as_email(message, MAIL_FROM).as_bytes(), policy=policy.default)
+    assert (parsed["Subject"], parsed["From"], parsed["Message-ID"]) == (
+        subject, MAIL_FROM, f"<{message.message_id}@marketplace>")
+    assert parsed.get_body(("plain",)).get_content().rstrip("\n") == text
+    assert parsed.get_body(("html",)).get_content().rstrip("\n") == f"<p>{text}</p>"
+
+
+@pytest.mark.parametrize("subject", ["Hi\nBcc: x@example.com", "Hi\r\nBcc: x@example.com", "Hi\rBcc: x@example.com"])
+def test_an_email_whose_subject_holds_another_header_is_never_written(subject):
+    message = Outgoing(str(uuid.uuid4()), "buyer@example.com", subject, "t")
+    with pytest.raises(email.errors.HeaderParseError):
+        as_email(message, MAIL_FROM).as_bytes()
+
+
 @pytest.mark.parametrize(("minor", "currency", "shown"), [
     (1999, "USD", "19.99 USD"), (500, "JPY", "500 JPY"), (5, "EUR", "0.05 EUR"), (100, "INR", "1.00 INR"),
     (12345, "KWD", "12.345 KWD"),

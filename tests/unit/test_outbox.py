@@ -44,6 +44,22 @@ def test_a_published_event_leaves_once_per_subscriber_right_after_commit(system)
     assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
 
 
+def test_an_event_is_written_for_all_its_subscribers_in_one_statement(system):
+    inserts = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO outbox"):
+            inserts.append(statement)
+
+    sa.event.listen(engine_for("api"), "before_cursor_execute", count)
+    try:
+        with transaction("api") as session:
+            publish(session, purchase())
+    finally:
+        sa.event.remove(engine_for("api"), "before_cursor_execute", count)
+    assert len(inserts) == 1 and len(system.rows("api", "SELECT id FROM outbox")) == 5
+
+
 def test_a_rolled_back_transaction_sends_nothing(system):
     with pytest.raises(RuntimeError), transaction("api") as session:
         publish(session, purchase())

@@ -184,6 +184,27 @@ def test_the_breaker_opens_at_its_threshold_stops_calling_the_provider_and_close
         assert senders.breaker().current_state == "closed" and handler.delivered == ["r0@example.com"]
 
 
+class Overlapping:
+    """A transport whose sends wait for each other: two can only finish if they run at the same time."""
+
+    def __init__(self, parties: int):
+        self.together = threading.Barrier(parties, timeout=10)
+
+    def send_many(self, messages):
+        self.together.wait()
+        return [None] * len(messages)
+
+
+def test_a_closed_breaker_lets_a_process_s_threads_send_at_the_same_time(breaker):
+    sender, outcomes = Overlapping(2), []
+    threads = [threading.Thread(target=lambda: outcomes.append(send_guarded(sender, batch(1)))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [[None], [None]] and not sender.together.broken
+
+
 def _sent(sender):
     try:
         return send_guarded(sender, batch(1))
