@@ -1,6 +1,7 @@
 """The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
 
 import sqlite3
+import threading
 from contextlib import closing
 from datetime import UTC, datetime
 
@@ -144,3 +145,45 @@ def test_purging_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_keeping
     assert [r["actor"] for r in system.rows("api", "SELECT actor FROM outbox ORDER BY actor")] == [
         "api.nothing", "api.on_purchase_completed", "mailer.on_purchase_completed", "media.on_purchase_completed",
         "reports.on_purchase_completed"]
+
+
+def test_a_broker_no_worker_of_this_process_consumes_gets_nothing_and_the_rows_stay_unsent(system, monkeypatch):
+    # A command-line process's in-memory broker: a message put there would be lost, marked sent or not.
+    monkeypatch.setattr(broker_for("billing"), "consumed_here", False)
+    with transaction("api") as session:
+        publish(session, purchase())
+    publisher.flush()
+    assert [r["actor"] for r in system.rows("api", "SELECT actor FROM outbox WHERE sent_at IS NULL")] == [
+        "billing.on_purchase_completed"]
+    assert relay("api", older_than_s=0) == 0  # the relay of such a process leaves it too, and stops
+    assert broker_for("billing").queues["billing.events"].qsize() == 0
+
+    monkeypatch.undo()  # the process that runs billing's workers
+    assert relay("api", older_than_s=0) == 1
+    system.drain()
+    assert unsent(system) == 0 and len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
+
+
+@pytest.mark.parametrize(("purchases", "batch"), [(1, 2), (2, 5), (3, 5), (3, 4), (1, 500)])
+def test_the_relay_sends_every_leftover_row_however_many_batches_it_takes(system, monkeypatch, purchases, batch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])  # the broker takes nothing after commit
+    for order_id in range(1, purchases + 1):
+        with transaction("api") as session:
+            publish(session, purchase(order_id))
+    publisher.flush()
+    monkeypatch.undo()
+    calls, real, relaying = [], outbox_module._enqueue, threading.get_ident()
+
+    def counted(rows):  # the relay's calls (this thread), not the publisher thread's for the consumers' events
+        if threading.get_ident() == relaying:
+            calls.append(len(rows))
+        return real(rows)
+
+    monkeypatch.setattr(outbox_module, "_enqueue", counted)
+
+    assert relay("api", older_than_s=0, batch=batch) == 5 * purchases
+    assert unsent(system) == 0
+    full, rest = divmod(5 * purchases, batch)
+    assert calls == [batch] * full + ([rest] if rest else [0])  # a full batch is followed by one more look
+    system.drain()
+    assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2 * purchases
