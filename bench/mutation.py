@@ -34,10 +34,9 @@ MODULES = {
     "payments/mpesa": ("services/api/payments/mpesa.py", ["tests/unit/test_webhooks_mpesa.py", *WEBHOOK_TESTS]),
     "outbox": ("shared/outbox.py", ["tests/unit/test_outbox.py", "tests/unit/test_publisher.py"]),
     "publisher": ("shared/publisher.py", ["tests/unit/test_publisher.py", "tests/unit/test_outbox.py"]),
-    "senders": ("services/mailer/senders.py", ["tests/unit/test_smtp_failures.py", "tests/unit/test_smtp_security.py",
-                                               "tests/unit/test_mail_delivery.py"]),
-    "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py",
-                                                 "tests/unit/test_smtp_failures.py"]),
+    "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
+                                               "tests/unit/test_smtp_security.py", "tests/unit/test_mailer.py"]),
+    "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py", "tests/unit/test_mailer.py"]),
     "links": ("services/media/links.py", ["tests/unit/test_downloads.py"]),
     "grants": ("services/media/handlers.py", ["tests/unit/test_downloads.py"]),
 }

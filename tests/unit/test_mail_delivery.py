@@ -237,6 +237,21 @@ def test_an_error_that_is_not_the_databases_is_not_retried(system, monkeypatch):
     assert clock.pauses == []
 
 
+def test_an_outcome_that_cannot_be_recorded_names_its_message_and_carries_the_outcome_on(system, monkeypatch):
+    monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0)
+    message_id, sent = stored_message(), []
+
+    class Accepting:
+        def send_many(self, messages):
+            sent.extend(messages)
+            return [None] * len(messages)
+
+    with commits_fail(when=lambda: bool(sent), times=1000), \
+            pytest.raises(delivery.OutcomeUnrecorded, match=f"outbound message {message_id}") as raised:
+        delivery.deliver(message_id, Accepting(), get_settings())
+    assert raised.value.outcome == {"accepted": True} and len(sent) == 1
+
+
 class Unreachable:
     def send_many(self, messages):
         raise ProviderDown("SMTP 127.0.0.1:1 unreachable")

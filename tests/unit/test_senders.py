@@ -3,6 +3,7 @@
 import email
 import smtplib
 from email import policy
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,18 @@ def test_the_file_sender_writes_each_message_as_one_eml_file_named_by_its_id_in_
     assert mail.get_body(("html",)).get_content().strip() == "<p>html 2</p>"
     plain = email.message_from_bytes((folder / "m0.eml").read_bytes(), policy=policy.default)
     assert plain.get_content_type() == "text/plain" and plain.get_content().strip() == "text 0"
+
+
+def test_a_message_is_written_under_a_hidden_name_beside_its_final_one_then_renamed(tmp_path, monkeypatch):
+    renames, real = [], senders.os.replace
+    monkeypatch.setattr(senders.os, "replace", lambda src, dst: renames.append((Path(src), Path(dst))) or real(src,
+                                                                                                               dst))
+    FileSender(tmp_path, "from@example.com").send_many(batch(1))
+
+    [(written, final)] = renames
+    assert final == tmp_path / "m0.eml"
+    # Same folder, so the rename is atomic (not a copy across file systems); a reader never sees half a message.
+    assert written.parent == tmp_path and written.name.startswith(".mail-") and not written.name.endswith(".eml")
 
 
 # --- the seeded mock provider ---------------------------------------------------------------------
