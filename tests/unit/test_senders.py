@@ -73,8 +73,12 @@ def test_the_file_sender_writes_each_message_as_one_eml_file_named_by_its_id_in_
 
 def test_a_message_is_written_under_a_hidden_name_beside_its_final_one_then_renamed(tmp_path, monkeypatch):
     renames, real = [], senders.os.replace
-    monkeypatch.setattr(senders.os, "replace", lambda src, dst: renames.append((Path(src), Path(dst))) or real(src,
-                                                                                                               dst))
+
+    def rename(src, dst):
+        renames.append((Path(src), Path(dst)))
+        real(src, dst)
+
+    monkeypatch.setattr(senders.os, "replace", rename)
     FileSender(tmp_path, "from@example.com").send_many(batch(1))
 
     [(written, final)] = renames
