@@ -49,9 +49,10 @@ class ProviderDown(Exception):
 
 def as_email(message: Outgoing, mail_from: str) -> EmailMessage:
     email = EmailMessage()
-    email["From"], email["To"], email["Subject"] = mail_from, message.to, message.subject
-    email["Date"] = formatdate(localtime=False)
-    email["Message-ID"] = f"<{message.message_id}@marketplace>"
+    # Header names are case-insensitive: mutating their case changes nothing (see README, Mutation testing).
+    email["From"], email["To"], email["Subject"] = mail_from, message.to, message.subject  # pragma: no mutate
+    email["Date"] = formatdate(localtime=False)  # pragma: no mutate
+    email["Message-ID"] = f"<{message.message_id}@marketplace>"  # pragma: no mutate
     email.set_content(message.text)
     if message.html is not None:
         email.add_alternative(message.html, subtype="html")
@@ -121,9 +122,8 @@ class SmtpSender:
 
 
 def _reset(smtp: smtplib.SMTP) -> bool:
-    """Get the session ready for the next message; False when the server has gone."""
-    if smtp.sock is None:
-        return False
+    """Get the session ready for the next message; False when the server has gone (smtplib closes the connection
+    itself on a 421, and then raises SMTPServerDisconnected here)."""
     try:
         smtp.rset()
         return True

@@ -143,6 +143,12 @@ def test_a_simulated_provider_without_delay_answers_at_once(sleeps):
     assert sleeps.delays == []
 
 
+def test_an_smtp_sender_made_without_settings_never_waits_unbounded_and_sends_in_the_clear():
+    sender = SmtpSender("127.0.0.1", 25, mail_from="from@example.com")
+    assert (sender.timeout, sender.starttls, sender.username, sender.password, sender.ca_file) == (
+        10.0, False, None, None, None)
+
+
 # --- the transport the settings name ---------------------------------------------------------------
 
 def test_the_settings_choose_the_transport_and_hand_it_its_settings(monkeypatch, tmp_path):
