@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "mutants"
 MUTMUT = Path(sys.executable).with_name("mutmut")
-WEBHOOK_TESTS = ["tests/unit/test_webhook_bad_input.py"]
+WEBHOOK_TESTS = ["tests/unit/test_payment_readers.py", "tests/unit/test_webhook_bad_input.py"]
 
 # module name -> (source file, the unit test files that speak of it)
 MODULES = {
