@@ -25,6 +25,14 @@ from shared.db import failed_jobs, transaction
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
+# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
+BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
+                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
+# A database or broker that is down (a restart, a failover) is waited out, not failed: with backoff capped at
+# an actor's max_backoff (5 min by default) these retries span about 40 minutes of outage.
+OUTAGE_RETRIES = 12
 
 
 class PermanentError(Exception):
@@ -231,11 +239,25 @@ def defer(service: str, delay_ms: int) -> None:
     log.warning("Message %s (%s) deferred by %d ms.", message.message_id, message.actor_name, delay_ms)
 
 
+def retries_left(max_retries: int, retries: int, exception: BaseException) -> bool:
+    """Whether a message that failed `retries` times before, now with `exception`, is retried: up to `max_retries`
+    times for a failure, at least OUTAGE_RETRIES for an outage (a database or broker unreachable), which a few
+    retries 10-40 s apart would turn into failed jobs."""
+    outage = isinstance(exception, DATABASE_UNAVAILABLE + BROKER_UNAVAILABLE)
+    return retries < (max(max_retries, OUTAGE_RETRIES) if outage else max_retries)
+
+
 def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries: int = 2,
           backoff_s: int = 10, max_backoff_s: int = 300):
-    """Declare an actor on its service's broker; PermanentError is never retried."""
-    return dramatiq.actor(
-        actor_name=name, queue_name=queue, broker=broker_for(service),
-        time_limit=time_limit_s * 1000, max_retries=max_retries,
-        min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
-    )
+    """Declare an actor on its service's broker; PermanentError is never retried, an outage longer than others."""
+    def declare(fn):
+        declared = dramatiq.actor(
+            fn, actor_name=name, queue_name=queue, broker=broker_for(service),
+            time_limit=time_limit_s * 1000, max_retries=max_retries,
+            min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
+        )
+        # Read when a message fails, so the declared (or a test's) max_retries still rules ordinary failures.
+        declared.options["retry_when"] = lambda retries, exc: retries_left(declared.options["max_retries"],
+                                                                            retries, exc)
+        return declared
+    return declare
