@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 PG_BIN = Path(shutil.which("pg_ctl") or "/usr/lib/postgresql/16/bin/pg_ctl").resolve().parent
-RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# Debian's /usr/sbin/rabbitmq-server is a wrapper that switches user; the scripts themselves are here.
+RABBITMQ_BIN = next((p for p in (Path("/usr/lib/rabbitmq/bin"),) if p.is_dir()),
+                    Path(shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server").parent)
+REQUIRED = ["initdb", "pg_ctl", "rabbitmq-server", "rabbitmqctl", "redis-server", "redis-cli"]
+
+
+def missing() -> list[str]:
+    """The server programs this machine lacks."""
+    return [name for name in REQUIRED if not shutil.which(name)]
 
 
 def free_port() -> int:
@@ -112,7 +120,8 @@ class RabbitMQ(Server):
                     "RABBITMQ_LOG_BASE": str(self.folder / "log"), "RABBITMQ_PID_FILE": str(self.folder / "pid"),
                     "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
                     "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
-                    "HOME": "/var/lib/rabbitmq"}
+                    # As root the node runs as rabbitmq, with that user's Erlang cookie.
+                    **({"HOME": "/var/lib/rabbitmq"} if os.geteuid() == 0 else {})}
 
     def start(self) -> None:
         done = as_user("rabbitmq", [str(RABBITMQ_BIN / "rabbitmq-server"), "-detached"], env=self.env,
