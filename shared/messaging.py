@@ -40,9 +40,29 @@ class PermanentError(Exception):
 
 
 class MaintainedRedisBroker(RedisBroker):
-    """A RedisBroker whose maintenance pass can be run on purpose."""
+    """A RedisBroker whose maintenance pass can be run on purpose, and whose delayed messages survive a lost
+    connection."""
 
     _forced = threading.local()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        """A consumer for `queue_name`; for a delay queue, first put back what this worker holds on it.
+
+        A worker holds the delayed messages it fetched (retries, deferrals) in memory until their time, and
+        Dramatiq drops that memory when the Redis connection fails (a Redis restart), then consumes anew. The
+        messages stay in this worker's acknowledgement set, which maintenance requeues only once the worker is
+        dead: alive, it would strand them. A delay queue's consumer is made only at start-up and after such a
+        failure, when it holds nothing, so everything in the set is stranded and goes back on the queue."""
+        if queue_name.endswith(".DQ"):
+            try:
+                held = self.client.smembers(f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}")
+                if held:
+                    self.do_requeue(queue_name, *(m.decode() for m in held))
+                    log.warning("Put %d delayed messages back on %s after a lost Redis connection.", len(held),
+                                queue_name)
+            except redis.exceptions.ConnectionError as exc:  # Dramatiq retries a consumer on its own errors
+                raise dramatiq.errors.ConnectionClosed(exc) from None
+        return super().consume(queue_name, prefetch, timeout)
 
     def _should_do_maintenance(self, command: str) -> int:
         return 1 if getattr(self._forced, "on", False) else super()._should_do_maintenance(command)

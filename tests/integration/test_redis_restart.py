@@ -1,12 +1,14 @@
 """The mailer's broker Redis, with its append-only file, restarted in the middle of a burst: every email
 arrives, once."""
 
+import dramatiq
 import pytest
-from dramatiq import Message
+from dramatiq import Message, Worker
 from dramatiq.brokers.redis import RedisBroker
 
 from bench.servers import Redis
 from shared.contracts import LeadCreated, envelope
+from shared.messaging import MaintainedRedisBroker
 from tests.integration.conftest import base_env, wait_until
 
 BURST = 150
@@ -51,3 +53,25 @@ def test_a_redis_restart_in_the_middle_of_a_burst_loses_and_doubles_no_email(
     assert sorted(recipients) == sorted(f"agent{i}@example.com" for i in range(BURST))
     sent = databases.rows("mailer", "SELECT count(*) AS n FROM outbound_messages WHERE status = 'sent'")
     assert sent == [{"n": BURST}]
+
+
+def test_a_delayed_message_a_live_worker_holds_across_a_redis_restart_is_still_processed(redis_aof):
+    broker = MaintainedRedisBroker(url=f"redis://127.0.0.1:{redis_aof.port}/0")
+    done = []
+
+    @dramatiq.actor(actor_name="chaos.later", queue_name="later", broker=broker)
+    def later(n: int) -> None:
+        done.append(n)
+
+    worker = Worker(broker, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        later.send_with_options(args=(1,), delay=3000)  # as a retry's backoff or a deferral
+        held = f"dramatiq:__acks__.{broker.broker_id}.later.DQ"
+        wait_until("the worker to hold the delayed message", lambda: broker.client.scard(held) == 1, timeout=30)
+        redis_aof.restart(down_s=0)
+        # Maintenance would requeue it only once this worker died; alive, it must not sit on it forever.
+        wait_until("the delayed message to run", lambda: done == [1], timeout=60)
+    finally:
+        worker.stop()
+        broker.close()
