@@ -40,6 +40,14 @@ def middleware_of(broker: dramatiq.Broker, kind: type[M], make: Callable[[], M])
         found = make()
         broker.add_middleware(found)
     return found
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
+# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
+BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
+                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
+# A database or broker that is down (a restart, a failover) is waited out, not failed: with backoff capped at
+# an actor's max_backoff (5 min by default) these retries span about 40 minutes of outage.
+OUTAGE_RETRIES = 12
 
 
 class PermanentError(Exception):
@@ -50,11 +58,28 @@ IDLE_POLL_MS = 100  # the longest an idle Redis queue goes unasked
 
 
 class MaintainedRedisBroker(RedisBroker):
-    """A RedisBroker whose maintenance pass can be run on purpose, and whose idle queues answer promptly."""
+    """A RedisBroker whose maintenance pass can be run on purpose, whose idle queues answer promptly, and whose
+    delayed messages survive a lost connection."""
 
     _forced = threading.local()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        """A consumer for `queue_name`; for a delay queue, first put back what this worker holds on it.
+
+        A worker holds the delayed messages it fetched (retries, deferrals) in memory until their time, and
+        Dramatiq drops that memory when the Redis connection fails (a Redis restart), then consumes anew. The
+        messages stay in this worker's acknowledgement set, which maintenance requeues only once the worker is
+        dead: alive, it would strand them. A delay queue's consumer is made only at start-up and after such a
+        failure, when it holds nothing, so everything in the set is stranded and goes back on the queue."""
+        if queue_name.endswith(".DQ"):
+            try:
+                held = self.client.smembers(f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}")
+                if held:
+                    self.do_requeue(queue_name, *(m.decode() for m in held))
+                    log.warning("Put %d delayed messages back on %s after a lost Redis connection.", len(held),
+                                queue_name)
+            except redis.exceptions.ConnectionError as exc:  # Dramatiq retries a consumer on its own errors
+                raise dramatiq.errors.ConnectionClosed(exc) from None
         # Dramatiq's Redis consumer polls an empty queue with a growing pause, up to its timeout (the worker's,
         # 1 s): each of the mailer's two hops of a purchase waited for it (emails 1.5 s after the webhook at
         # 20 purchases/s). A RabbitMQ consumer is pushed its messages and needs no cap.
@@ -271,11 +296,25 @@ def defer(service: str, delay_ms: int) -> None:
     log.warning("Message %s (%s) deferred by %d ms.", message.message_id, message.actor_name, delay_ms)
 
 
+def retries_left(max_retries: int, retries: int, exception: BaseException) -> bool:
+    """Whether a message that failed `retries` times before, now with `exception`, is retried: up to `max_retries`
+    times for a failure, at least OUTAGE_RETRIES for an outage (a database or broker unreachable), which a few
+    retries 10-40 s apart would turn into failed jobs."""
+    outage = isinstance(exception, DATABASE_UNAVAILABLE + BROKER_UNAVAILABLE)
+    return retries < (max(max_retries, OUTAGE_RETRIES) if outage else max_retries)
+
+
 def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries: int = 2,
           backoff_s: int = 10, max_backoff_s: int = 300):
-    """Declare an actor on its service's broker; PermanentError is never retried."""
-    return dramatiq.actor(
-        actor_name=name, queue_name=queue, broker=broker_for(service),
-        time_limit=time_limit_s * 1000, max_retries=max_retries,
-        min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
-    )
+    """Declare an actor on its service's broker; PermanentError is never retried, an outage longer than others."""
+    def declare(fn):
+        declared = dramatiq.actor(
+            fn, actor_name=name, queue_name=queue, broker=broker_for(service),
+            time_limit=time_limit_s * 1000, max_retries=max_retries,
+            min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
+        )
+        # Read when a message fails, so the declared (or a test's) max_retries still rules ordinary failures.
+        declared.options["retry_when"] = lambda retries, exc: retries_left(declared.options["max_retries"],
+                                                                            retries, exc)
+        return declared
+    return declare

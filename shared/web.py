@@ -5,9 +5,6 @@ import json
 import logging
 from collections.abc import Iterable
 
-import dramatiq
-import pika.exceptions
-import redis.exceptions
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -15,18 +12,13 @@ from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.db import transaction
-from shared.messaging import ping_brokers
+from shared.messaging import BROKER_UNAVAILABLE, DATABASE_UNAVAILABLE, ping_brokers
 from shared.openapi import Api
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
 RETRY_AFTER_S = "5"
-DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
-# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
-BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
-                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

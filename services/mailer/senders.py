@@ -67,7 +67,7 @@ def as_email(message: Outgoing, mail_from: str) -> Message:
         email.attach(MIMEText(message.html, "html", UTF8))
     # Header names are case-insensitive: mutating their case changes nothing (see README, Mutation testing).
     email["From"], email["To"] = mail_from, message.to  # pragma: no mutate
-    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)  # pragma: no mutate
+    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)
     email["Date"] = formatdate(localtime=False)  # pragma: no mutate
     email["Message-ID"] = f"<{message.message_id}@marketplace>"  # pragma: no mutate
     return email
