@@ -112,7 +112,7 @@ def purge_queues(amqp_url: str) -> None:
     """Empty every queue of this system (and its delay and dead-letter queues) on `amqp_url`'s vhost."""
     from dramatiq.common import dq_name, xq_name
 
-    from services import registry
+    from services.market import registry
     from shared.settings import SERVICES
 
     names = [name for service in SERVICES for queue in registry.queues(service)

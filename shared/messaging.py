@@ -25,7 +25,6 @@ from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
 from shared.db import failed_jobs, transaction
-from shared.heartbeat import Heartbeat
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -267,25 +266,6 @@ def require_durable_broker(service: str) -> None:
             f"Error: the {service} worker will not start: its broker Redis keeps no append-only file, so a Redis "
             "restart would lose every queued message. Run Redis with `appendonly yes` and `appendfsync everysec` "
             "(compose/docker-compose.yml does), or set MARKET_ALLOW_VOLATILE_REDIS=1 where losing them is fine.")
-
-
-def add_worker_duties(service: str) -> None:
-    """What a consuming process runs beside its actors: the outbox relay, the heartbeat that its probe reads
-    (`market worker-health`) and, on Redis, maintenance."""
-    from shared.outbox import purge, relay
-
-    require_durable_broker(service)
-    settings = get_settings()
-    broker = broker_for(service)
-    broker.consumed_here = True
-    duties = PeriodicDuties.of(broker)
-    duties.add(f"{service}-outbox-relay", settings.outbox_relay_interval_s, lambda: relay(service))
-    duties.add(f"{service}-outbox-purge", 3600, lambda: purge(service))
-    heartbeat = middleware_of(broker, Heartbeat,
-                              lambda: Heartbeat(service, settings.heartbeats_dir, settings.heartbeat_interval_s))
-    duties.add(f"{service}-heartbeat", settings.heartbeat_interval_s, heartbeat.beat)
-    if isinstance(broker, MaintainedRedisBroker):
-        duties.add(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s, broker.maintain)
 
 
 def defer(service: str, delay_ms: int) -> None:

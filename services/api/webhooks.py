@@ -5,7 +5,7 @@ import logging
 import time
 
 from flask import Blueprint, request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 class Acknowledged(BaseModel):
     status: str  # accepted, duplicate (stored before: nothing done) or ignored (a type that needs no action)
-    event_id: str | None = None
-    reason: str | None = None
+    event_id: str | None = Field(default=None, exclude_if=lambda value: value is None)  # accepted, duplicate
+    reason: str | None = Field(default=None, exclude_if=lambda value: value is None)  # ignored
 
 
 class MpesaAcknowledged(Acknowledged):

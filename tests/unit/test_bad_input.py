@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 
-from services import registry
 from services.api.payments import paytm_sign
+from services.market import registry
 from shared.db import engine_for, kernel_metadata
 from shared.settings import SERVICES, get_settings
 from tests.unit.conftest import clean_system

@@ -140,7 +140,7 @@ def resolve_market_command(cli: click.Command, argv: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def market_cli() -> click.Group:
-    from services.cli import cli
+    from services.market.cli import cli
 
     return cli
 

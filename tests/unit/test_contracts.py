@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services import registry
+from services.market import registry
 from shared.contracts import EVENTS, SUBSCRIPTIONS, PurchaseCompleted, PurchaseLine, envelope, open_envelope
 from shared.settings import SERVICES
 

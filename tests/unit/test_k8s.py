@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services import registry
-from services.cli import cli as market_cli
+from services.market import registry
+from services.market.cli import cli as market_cli
 from shared.contracts import SUBSCRIPTIONS
 from shared.settings import SECRETS_BY_PROCESS, SERVICES, Settings
 from tests.unit.test_compose import resolve_market_command

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from services import cli
 from services.mailer import actors, delivery, reconcile
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.senders import ProviderDown, ProviderUnavailable, SendFailed
+from services.market import cli
 from shared.db import engine_for, transaction
 from shared.settings import get_settings
 from tests.unit.test_mailer import message_row, smtp_server, stored_message

@@ -16,8 +16,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services import registry, runner
-from services.cli import cli
+from services.market import registry, runner
+from services.market.cli import cli
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/start.js", "/docs/static/<path:filename>"}
@@ -25,8 +25,7 @@ UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/start.js", "/docs/static/<path:
 
 @pytest.mark.parametrize("app", sorted(registry.WEB_APPS))
 def test_every_route_of_each_web_app_is_in_its_document(app):
-    module, factory = registry.WEB_APPS[app].split(":")
-    flask_app = getattr(__import__(module, fromlist=[factory]), factory)()
+    flask_app = registry.web_app(app)
     document = registry.openapi(app)
     documented = {(path, method.upper()) for path, item in document["paths"].items() for method in item}
     routes = {(_openapi_path(rule.rule), method) for rule in flask_app.url_map.iter_rules()

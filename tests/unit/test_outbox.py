@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from dramatiq import Message
 
-from services.cli import cli
+from services.market.cli import cli
 from shared import outbox as outbox_module
 from shared.contracts import PurchaseCompleted, PurchaseLine, envelope
 from shared.db import engine_for, inbox, outbox, transaction

@@ -6,7 +6,7 @@ import pytest
 import redis.exceptions
 import sqlalchemy as sa
 
-from services import registry
+from services.market import registry
 from shared.messaging import OUTAGE_RETRIES, retries_left
 
 DATABASE_DOWN = sa.exc.OperationalError("SELECT 1", None, ConnectionRefusedError("connection refused"))

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from dramatiq.brokers.stub import StubBroker
 
-from services import cli
+from services.market import cli
 from shared.heartbeat import Heartbeat, health
 from shared.settings import get_settings
 from tests.support import wait_until
@@ -126,8 +126,9 @@ def test_worker_health_exits_0_on_a_fresh_heartbeat_and_1_naming_the_problem_oth
 
 
 def test_every_consuming_process_beats_once_per_interval(monkeypatch):
-    from services import registry
-    from shared.messaging import PeriodicDuties, add_worker_duties
+    from services.market import registry
+    from services.market.registry import add_worker_duties
+    from shared.messaging import PeriodicDuties
 
     broker = registry.load_actors("reports")
     add_worker_duties("reports")

@@ -7,7 +7,7 @@ import sys
 import click
 import sqlalchemy as sa
 
-from services import registry
+from services.market import registry
 from shared.migrations import SchemaDrift
 from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
@@ -25,7 +25,7 @@ def cli() -> None:
 def up(bind: str | None, port: int | None) -> None:
     """Run everything: one process with no servers by default, or one process per service
     when broker URLs (MARKET_BROKER_URL, MARKET_<SERVICE>_BROKER_URL) point at RabbitMQ or Redis."""
-    from services import runner
+    from services.market import runner
 
     if bind or port:
         host, _, default_port = (bind or get_settings().api_bind).rpartition(":")
@@ -101,7 +101,8 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
     """Run one Dramatiq worker for SERVICE, consuming only its own queues."""
     _require_real_secrets(f"{service}-worker")
     settings = get_settings()
-    args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
+    os.environ["MARKET_WORKER_SERVICE"] = service  # read by services.market.worker, in every worker process
+    args = ["dramatiq", "services.market.worker", "--queues", *registry.queues(service),
             "--processes", str(processes or settings.worker_processes),
             "--threads", str(threads or settings.worker_threads),
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms),
@@ -131,7 +132,7 @@ def worker_health(service: str, max_age: float | None) -> None:
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for every service")
 def demo(api_url: str, provider: str, timeout: float) -> None:
     """Buy a product through a correctly signed webhook and show what each service did."""
-    from services.demo import run_demo
+    from services.market.demo import run_demo
 
     run_demo((api_url or f"http://{get_settings().api_bind}").rstrip("/"), provider, timeout)
 
@@ -145,7 +146,7 @@ def demo(api_url: str, provider: str, timeout: float) -> None:
 def pay(order_id: int, buyer_token: str, api_url: str | None, timeout: float) -> None:
     """Pay a pending order as its provider would (a webhook signed with this system's secret), then show what
     each service did. For development and demos: it signs with the secret in this command's environment."""
-    from services.demo import pay as pay_order
+    from services.market.demo import pay as pay_order
 
     pay_order((api_url or f"http://{get_settings().api_bind}").rstrip("/"), order_id, buyer_token, timeout)
 
@@ -159,7 +160,7 @@ def failed() -> None:
 @service_arg
 def failed_list(service: str) -> None:
     """List SERVICE's failed jobs, oldest first, with the last line of each error."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     rows = failed_jobs.listing(service)
     for row in rows:
@@ -174,7 +175,7 @@ def failed_list(service: str) -> None:
 @click.option("--all", "everything", is_flag=True, help="retry every failed job of SERVICE")
 def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
     """Send failed jobs of SERVICE again (by id, or --all) with a fresh retry budget; they leave the store."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     if not ids and not everything:
         raise click.UsageError("name the failed job ids to retry, or pass --all")
@@ -187,7 +188,7 @@ def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
 @click.argument("ids", nargs=-1, required=True)
 def failed_forget(service: str, ids: tuple[str, ...]) -> None:
     """Delete failed jobs of SERVICE by id, without retrying them."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     click.echo(f"Forgot {failed_jobs.forget(service, _ids(ids))} failed job(s) of {service}.")
 
@@ -196,7 +197,7 @@ def failed_forget(service: str, ids: tuple[str, ...]) -> None:
 @service_arg
 def failed_flush(service: str) -> None:
     """Delete every failed job of SERVICE, without retrying them."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
 
@@ -262,7 +263,7 @@ def mail_release(held_ids: tuple[str, ...], went_out: bool | None) -> None:
 @click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)
 def seed_invoices(users: int, per_user: int) -> None:
     """Create customers with several invoices each in billing's database, in bulk."""
-    from services import runs
+    from services.billing import runs
 
     registry.migrate("billing")
     runs.seed(users, per_user)
@@ -276,7 +277,7 @@ def seed_invoices(users: int, per_user: int) -> None:
 def send_invoices(chunk: int | None, retry_failed: bool, no_wait: bool) -> None:
     """Email the last invoice of every customer through the mailer, with live progress.
     Running it again resumes an unfinished run; an invoice already emailed is never sent again."""
-    from services import runs
+    from services.billing import runs
 
     runs.send(chunk or get_settings().invoice_chunk_size, retry_failed, wait=not no_wait)
 
@@ -298,7 +299,7 @@ def create_admin(email: str, name: str, api_url: str | None) -> None:
     """Create an admin, who approves and rejects products, or make an existing user one. Writes to the api's
     database named by this command's settings; when an API is running, it must use the same database."""
     from services.api.users import create_admin as make_admin
-    from services.demo import same_system
+    from services.market.demo import same_system
 
     same_system((api_url or f"http://{get_settings().api_bind}").rstrip("/"), required=False)
     registry.migrate("api")
