@@ -17,7 +17,7 @@ from typing import Any
 import click
 import pytest
 from click.core import ParameterSource
-from ruamel.yaml import YAML  # a dependency of check-jsonschema; PyYAML is not installed
+from ruamel.yaml import YAML  # a dependency of check-jsonschema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"

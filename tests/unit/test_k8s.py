@@ -375,3 +375,13 @@ def test_the_readmes_first_apply_migrates_without_rolling_any_web_app_or_worker(
     assert not first & {("Deployment", name) for name in app_workloads(overlay)}
     if overlay == "dev":
         assert {("StatefulSet", "postgres"), ("Service", "postgres")} <= first  # the Job's database comes up
+
+
+def test_the_dev_secret_names_the_brokers_so_that_keda_finds_them_from_its_own_namespace():
+    readme = (K8S / "README.md").read_text()
+    (amqp_host,) = re.findall(r"MARKET_BROKER_URL=\"amqp://[^@]+@([^:/]+):5672/", readme)
+    (redis_host,) = re.findall(r"KEDA_REDIS_ADDRESS=([^:\s]+):6379", readme)
+    services = of_kind("dev", "Service")
+    for host in (amqp_host, redis_host):
+        name, _, domain = host.partition(".")
+        assert domain == f"{NAMESPACE}.svc.cluster.local" and name in services, host
