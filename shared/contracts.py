@@ -273,6 +273,15 @@ SUBSCRIPTIONS: dict[str, tuple[Target, ...]] = {
 }
 
 
+def subscription(event_type: type[Event], service: str) -> Target:
+    """The row of SUBSCRIPTIONS by which `service` hears `event_type`: its actor's name and queue."""
+    found = [t for t in SUBSCRIPTIONS.get(event_type.name, ()) if t.service == service]
+    if len(found) != 1:
+        raise LookupError(f"{service} must subscribe to {event_type.name} exactly once in SUBSCRIPTIONS "
+                          f"(shared/contracts.py), found {len(found)}")
+    return found[0]
+
+
 def envelope(event: Event, event_id: str | None = None) -> dict:
     """Wrap an event for the wire: its id (fresh unless given), name, version and JSON-safe data."""
     # The data is dumped once, beside the envelope's fields: dumping it inside the Envelope walks it again.

@@ -2,7 +2,7 @@
 
 No Docker engine is needed: the file is validated against the compose-spec JSON schema that
 check-jsonschema ships, and every ``market ...`` command in it is resolved through the real click
-group (``services.cli.cli``) without being run.
+group (``services.market.cli.cli``) without being run.
 """
 
 from __future__ import annotations
