@@ -13,7 +13,14 @@ from services.api import segments
 from services.api.campaign_status import FINAL, CampaignOut
 from services.api.http import ApiError, Body, Page, api, authenticated, is_admin, json_object, paged, problems, query
 from services.api.models import CampaignStatus, User
-from shared.contracts import PLACEHOLDERS, CampaignControlRequested, CampaignRequested, unknown_placeholders
+from shared.contracts import (
+    PLACEHOLDERS,
+    CampaignControlRequested,
+    CampaignRequested,
+    CampaignState,
+    Recipient,
+    unknown_placeholders,
+)
 from shared.db import transaction
 from shared.outbox import publish
 from shared.settings import get_settings
@@ -25,18 +32,10 @@ MAX_RECIPIENTS = 100_000
 INLINE_RECIPIENTS = 1_000  # a longer list travels as a JSON file in storage, never in a message
 MAX_BODY_BYTES = 32 * 1024 * 1024  # 100,000 recipients; every other route keeps the small default
 
-Value = Annotated[str, StringConstraints(max_length=100)]
-
-
-class NewRecipient(BaseModel):
+class NewRecipient(Recipient):
     # Lenient on purpose: numbers (a pledge of 25) are taken as text.
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     email: EmailStr
-    name: Annotated[str, StringConstraints(max_length=200)] = ""
-    pledge: Value = ""
-    paid_amount: Value = ""
-    balance: Value = ""
-    days_remain: Value = ""
 
 
 class NewCampaign(Body):
@@ -56,7 +55,7 @@ class NewCampaign(Body):
 
 class Accepted(BaseModel):
     id: str
-    status: str
+    status: CampaignState
     status_url: str
     total: int
 
@@ -86,10 +85,11 @@ def create_campaign():
     with transaction("api") as session:
         recipients = _recipients(session, campaign)
         session.add(CampaignStatus(id=campaign_id, owner_id=g.user_id, title=campaign.title or campaign.subject[:200],
-                                   user_triggered=campaign.user_triggered, status="queued", total=len(recipients),
-                                   sent=0, failed=0))
+                                   user_triggered=campaign.user_triggered, status=CampaignState.QUEUED,
+                                   total=len(recipients), sent=0, failed=0))
         publish(session, _requested(campaign_id, campaign, recipients))
-    return Accepted(id=campaign_id, status="queued", status_url=f"/campaigns/{campaign_id}", total=len(recipients)), 202
+    return Accepted(id=campaign_id, status=CampaignState.QUEUED, status_url=f"/campaigns/{campaign_id}",
+                    total=len(recipients)), 202
 
 
 @bp.get("/campaigns")
