@@ -7,11 +7,11 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from services.api.models import CampaignStatus
-from shared.contracts import CampaignProgressed
+from shared.contracts import CampaignProgressed, CampaignState
 
 log = logging.getLogger(__name__)
 
-FINAL = ("completed", "cancelled")
+FINAL = (CampaignState.COMPLETED, CampaignState.CANCELLED)
 
 
 def on_campaign_progressed(session: Session, event: CampaignProgressed, occurred_at: str) -> None:
@@ -43,7 +43,7 @@ class CampaignOut(BaseModel):
 
     id: str
     title: str
-    status: str
+    status: CampaignState
     total: int
     sent: int
     failed: int

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from services.api import files
 from services.api.http import ApiError, Body, Page, api, authenticated, is_admin, optional_user, paged, parse, query
-from services.api.models import Product
+from services.api.models import Product, ProductStatus
 from shared.contracts import Currency, ProductFileUploaded
 from shared.db import transaction
 from shared.outbox import publish
@@ -78,7 +78,7 @@ def list_products():
     user_id = optional_user()
     if mine and user_id is None:
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>): ?mine=true lists your products")
-    condition = Product.seller_id == user_id if mine else Product.status == "approved"
+    condition = Product.seller_id == user_id if mine else Product.status == ProductStatus.APPROVED
     with transaction("api") as session:
         found, next_offset = paged(session, select(Product).where(condition).order_by(Product.id), limit, offset)
         return ProductPage(products=[ProductOut.of(p) for p in found], next_offset=next_offset)
@@ -91,7 +91,7 @@ def get_product(product_id: int):
     user_id = optional_user()
     with transaction("api") as session:
         product = _product(session, product_id)
-        if product.status != "approved" and product.seller_id != user_id and not is_admin(session, user_id):
+        if product.status != ProductStatus.APPROVED and product.seller_id != user_id and not is_admin(session, user_id):
             raise ApiError(404, f"product {product_id} does not exist")
         return ProductOut.of(product)
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.api.http import ApiError, Body, api, authenticated, is_admin, parse, rate_limited, user_or_address
-from services.api.models import Lead, Product, User
+from services.api.models import Lead, Product, ProductStatus, User
 from shared.contracts import LeadCreated
 from shared.db import transaction
 from shared.outbox import publish
@@ -78,7 +78,7 @@ def _assignee(session: Session, body: NewLead) -> User:
     sell in public; only admins pick any user, so nobody else can email arbitrary users or probe user ids."""
     if body.product_id is not None:
         product = session.get(Product, body.product_id)
-        if product is None or product.status != "approved":
+        if product is None or product.status != ProductStatus.APPROVED:
             raise ApiError(404, f"product {body.product_id} does not exist")
         return session.get(User, product.seller_id)
     if not is_admin(session, g.user_id):

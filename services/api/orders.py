@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.api.http import ApiError, Body, api, authenticated, parse
-from services.api.models import CartItem, Order, OrderLine, Product
+from services.api.models import CartItem, Order, OrderLine, Product, ProductStatus
 from shared.db import insert_ignore, transaction
 
 bp = Blueprint("orders", __name__)
@@ -79,7 +79,7 @@ def add_to_cart():
         product = session.get(Product, body.product_id)
         if product is None:
             raise ApiError(404, f"product {body.product_id} does not exist")
-        if product.status != "approved":
+        if product.status != ProductStatus.APPROVED:
             raise ApiError(409, f"product {body.product_id} is not approved for sale (status: {product.status})")
         # Two adds of the same item at once: the second finds the first's row, not a constraint error.
         insert_ignore(session, CartItem.__table__, buyer_id=g.user_id, product_id=body.product_id)
@@ -112,7 +112,7 @@ def checkout():
         if not items:
             raise ApiError(409, "the cart is empty")
         _lock_products(session, [i.product_id for i in items])
-        withdrawn = [i.product_id for i in items if i.product.status != "approved"]
+        withdrawn = [i.product_id for i in items if i.product.status != ProductStatus.APPROVED]
         if withdrawn:
             raise ApiError(409, f"products {withdrawn} are no longer for sale; remove them from the cart")
         currencies = {i.product.currency for i in items}

@@ -1,6 +1,6 @@
 """Product review: an admin approves or rejects a product; the seller is told in the app and by email."""
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import sqlalchemy as sa
 from flask import Blueprint, g, request, send_file
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from services.api import files
 from services.api.catalog import ProductOut, ProductPage
 from services.api.http import ApiError, Body, Page, api, authenticated, paged, parse, query
-from services.api.models import Notification, Product, User
+from services.api.models import PRODUCT, Notification, Product, ProductStatus, User
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
 from shared.outbox import publish
@@ -30,7 +30,7 @@ class Approval(Body):
 
 
 class ReviewQueue(Page):
-    status: Literal["pending", "approved", "rejected"] = "pending"
+    status: ProductStatus = ProductStatus.PENDING
 
 
 @bp.get("/admin/products")
@@ -70,7 +70,8 @@ def approve(product_id: int):
     with transaction("api") as session:
         _require_admin(session)
         approval = parse(Approval) if request.content_length else Approval()
-        product, seller = _decide(session, product_id, "approved", reviewed_sha256=approval.file_sha256)
+        product, seller = _decide(session, product_id, ProductStatus.APPROVED,
+                                  reviewed_sha256=approval.file_sha256)
         files.pin_unpinned_lines(session, product)
         notify(session, seller.id, "product_approved", f'Your product "{product.title}" was approved',
                "It is now listed in the catalog.", {"product_id": product.id})
@@ -88,7 +89,7 @@ def reject(product_id: int):
     with transaction("api") as session:
         _require_admin(session)
         body = parse(Rejection)
-        product, seller = _decide(session, product_id, "rejected", body.reason)
+        product, seller = _decide(session, product_id, ProductStatus.REJECTED, body.reason)
         notify(session, seller.id, "product_rejected", f'Your product "{product.title}" was rejected',
                f"Reason: {body.reason}", {"product_id": product.id, "reason": body.reason})
         publish(session, ProductRejected(product_id=product.id, title=product.title, seller_id=seller.id,
@@ -101,7 +102,7 @@ def _require_admin(session: Session) -> None:
         raise ApiError(403, "only an admin can review products")
 
 
-def _decide(session: Session, product_id: int, decision: str, reason: str | None = None,
+def _decide(session: Session, product_id: int, decision: ProductStatus, reason: str | None = None,
             reviewed_sha256: str | None = None) -> tuple[Product, User]:
     """Record the decision in one conditional update, so that of concurrent equal decisions exactly one takes
     effect (and notifies the seller), and an approval of a reviewed version holds only for that version;
@@ -109,7 +110,7 @@ def _decide(session: Session, product_id: int, decision: str, reason: str | None
     _require_admin(session)
     unchanged = [Product.file_sha256 == reviewed_sha256] if reviewed_sha256 else []
     changed = session.execute(
-        sa.update(Product).where(Product.id == product_id, Product.status != decision, *unchanged)
+        sa.update(Product).where(Product.id == product_id, Product.status.in_(PRODUCT.sources(decision)), *unchanged)
         .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
     product = session.get(Product, product_id, populate_existing=True)
     if product is None:

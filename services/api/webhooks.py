@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.api.http import ApiError, api
-from services.api.models import Order, WebhookEvent
+from services.api.models import Order, OrderStatus, WebhookEvent
 from services.api.payments import STRIPE_EVENTS, Received, WebhookRejected, verify_mpesa, verify_paytm, verify_stripe
 from services.api.payments.mpesa import MpesaCallback
 from services.api.payments.paytm import PaytmNotification
@@ -69,7 +69,7 @@ def mpesa(secret: str):
     received = _verified(lambda: verify_mpesa(_body()))
     with transaction("api") as session:
         pending = session.scalar(select(Order.id).where(Order.provider_checkout_id == received.event_id,
-                                                        Order.status == "pending"))
+                                                        Order.status == OrderStatus.PENDING))
         seen = session.scalar(select(WebhookEvent.id).where(WebhookEvent.provider == "mpesa",
                                                             WebhookEvent.event_id == received.event_id))
     if pending is None and seen is None:
