@@ -85,7 +85,7 @@ def request_chunks(run: InvoiceRun) -> Iterator[int]:
             run_items.c.run_id == run.id, run_items.c.chunk.not_in(reported)).order_by(run_items.c.chunk)).all()
     invoices, customers = Invoice.__table__.c, Customer.__table__.c
     # Core columns named as the contract names them: the rows are validated into the event as they come, with
-    # no ORM loading and no dictionary built by hand per invoice (send-invoices' CPU was a third that).
+    # no ORM loading and no model or dictionary built by hand per invoice.
     columns = (run_items.c.chunk, invoices.id.label("invoice_id"), invoices.customer_id.label("user_id"),
                customers.email, customers.name, invoices.number, invoices.amount_minor, invoices.currency,
                sa.cast(invoices.due_date, sa.String).label("due_date"))
