@@ -174,12 +174,9 @@ class SimulatedSender:
         outcomes = [self._outcome(m) for m in messages]
         if self.max_delay <= 0:
             return [failure for _, failure in outcomes]
+        lane = overlap(self.concurrency)
         # The provider's reply to each send arrives `delay` later.
-        return overlap(self.concurrency).run([partial(_reply_after, delay, failure) for delay, failure in outcomes])
-
-
-def _reply_after(delay: float, failure: SendFailed | None, overlap: "Overlap", reply: Callable) -> None:
-    overlap.later(delay, failure, reply)
+        return lane.run([partial(lane.later, delay, failure) for delay, failure in outcomes])
 
 
 class Overlap:
@@ -187,9 +184,9 @@ class Overlap:
     together, at most `limit` at once; a thread waits only for the replies to its own batch.
 
     This is what hides a provider's latency: a send costs a timer or a socket on the loop, not a thread, so
-    thousands overlap across chunks. A send is a function `start(overlap, reply)` that begins it on the loop and
+    thousands overlap across chunks. A send is a function `start(reply)`, called on the loop, that begins it and
     calls `reply(outcome)` when the provider answers (the simulated provider: `later`; an HTTP API: a request
-    on `overlap.loop` whose completion calls `reply`)."""
+    on `loop` whose completion calls `reply`)."""
 
     def __init__(self, limit: int):
         self.limit, self.in_flight, self.waiting = limit, 0, deque()
@@ -231,7 +228,7 @@ class Overlap:
 
     def _start(self, send: Callable, reply: Callable) -> None:
         self.in_flight += 1
-        send(self, reply)
+        send(reply)
 
     def later(self, delay: float, outcome, reply: Callable) -> None:
         """Call `reply(outcome)` `delay` seconds from now, to the next millisecond: the replies due in one

@@ -27,20 +27,20 @@ def test_every_reply_reaches_its_own_batch_in_order_when_threads_send_at_once():
 
 
 def test_no_more_sends_are_in_flight_than_the_limit_and_the_waiting_ones_go_as_slots_free():
-    limit, seen = 3, []
+    limit, seen, lane = 3, [], Overlap(3)
 
     def send(value):
-        def start(lane: Overlap, reply):
+        def start(reply):
             seen.append(lane.in_flight)
             lane.later(0.002, value, reply)
         return start
 
-    assert Overlap(limit).run([send(i) for i in range(20)]) == list(range(20))
+    assert lane.run([send(i) for i in range(20)]) == list(range(20))
     assert len(seen) == 20 and max(seen) == limit
 
 
 def test_a_send_that_breaks_on_starting_raises_in_the_caller_instead_of_leaving_it_waiting():
-    def broken(lane, reply):
+    def broken(reply):
         raise RuntimeError("transport bug")
 
     with pytest.raises(RuntimeError, match="transport bug"):
