@@ -27,24 +27,30 @@ def test_every_reply_reaches_its_own_batch_in_order_when_threads_send_at_once():
 
 
 def test_no_more_sends_are_in_flight_than_the_limit_and_the_waiting_ones_go_as_slots_free():
-    limit, seen, lane = 3, [], Overlap(3)
+    lane, in_flight = Overlap(3), []
+    start = lane._start
 
-    def send(value):
-        def start(reply):
-            seen.append(lane.in_flight)
-            lane.later(0.002, value, reply)
-        return start
+    def counted(batch, sends):
+        start(batch, sends)
+        in_flight.append(lane.limit - lane.free)
 
-    assert lane.run([send(i) for i in range(20)]) == list(range(20))
-    assert len(seen) == 20 and max(seen) == limit
+    lane._start = counted
+    assert lane.replies([(0.002, i) for i in range(20)]) == list(range(20))
+    assert max(in_flight) == 3 and len(in_flight) == 1 + 17  # the batch, then each waiting send in turn
+    assert lane.free == 3 and not lane.waiting and not lane.due
 
 
-def test_a_send_that_breaks_on_starting_raises_in_the_caller_instead_of_leaving_it_waiting():
-    def broken(reply):
-        raise RuntimeError("transport bug")
-
-    with pytest.raises(RuntimeError, match="transport bug"):
-        overlap(10).run([broken])
+def test_batches_from_several_threads_share_the_slots_and_each_gets_all_its_replies():
+    lane = overlap(50)
+    results: dict[int, list] = {}
+    threads = [threading.Thread(target=lambda k=k: results.__setitem__(
+        k, lane.replies([(0.001 * (i % 7), (k, i)) for i in range(120)]))) for k in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {k: [(k, i) for i in range(120)] for k in range(5)}
+    assert lane.free == 50 and not lane.waiting
 
 
 @pytest.mark.parametrize(("min_ms", "max_ms", "rate"), [(20, 80, 0.01), (0, 0, 0.05), (5, 5, 0.0), (1, 2, 1.0)])
