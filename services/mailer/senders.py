@@ -190,10 +190,10 @@ class Overlap:
     """One event loop per process, in its own thread, on which the sends of every worker thread are in flight
     together, at most `limit` at once; a thread waits only for the replies to its own batch.
 
-    This is what hides a provider's latency: a send in flight costs a timer (or, for an HTTP API, a request) on
-    the loop, not a thread, so thousands overlap across chunks, and a batch costs the loop a few calls, not a few
-    per send: replies due in the same millisecond share one timer and are counted off together. Sends beyond
-    the limit wait, in order, for slots to free."""
+    This is what hides a provider's latency: a send in flight holds a timer on the loop, not a thread, so
+    thousands overlap across chunks (an HTTP API's transport would run its requests on this loop, under the same
+    limit). A batch costs the loop a few calls, not a few per send: replies due in the same millisecond share one
+    timer and are counted off together. Sends beyond the limit wait, in order, for slots to free."""
 
     def __init__(self, limit: int):
         self.limit, self.free = limit, limit
