@@ -223,8 +223,9 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         cpu = {name: sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in group) for name, group in pids.items()}
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu["send-invoices"] = (children.ru_utime + children.ru_stime - children_before.ru_utime
-                                - children_before.ru_stime)
+        if not args.profile:  # under py-spy, the child this process reaps is py-spy, not send-invoices
+            cpu["send-invoices"] = (children.ru_utime + children.ru_stime - children_before.ru_utime
+                                    - children_before.ru_stime)
         reader.join()
         picked = next(at for at, line in lines if line.startswith(("Run ", "Resuming")))
         published = next(at for at, line in lines if "(those not reported done yet)" in line)

@@ -17,8 +17,8 @@ import smtplib
 import ssl
 import tempfile
 import threading
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
@@ -26,7 +26,7 @@ from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formatdate
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import pybreaker
@@ -185,80 +185,67 @@ class SimulatedSender:
         return delay, SendFailed("simulated provider error 451", permanent=False) if failed else None
 
     def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
-        outcomes = [self._outcome(m) for m in messages]
+        timed = [self._outcome(m) for m in messages]
         if self.max_delay <= 0:
-            return [failure for _, failure in outcomes]
-        # The provider's reply to each send arrives `delay` later.
-        return overlap(self.concurrency).run([partial(_reply_after, delay, failure) for delay, failure in outcomes])
+            return [failure for _, failure in timed]
+        return overlap(self.concurrency).replies(timed)
 
 
-def _reply_after(delay: float, failure: SendFailed | None, overlap: "Overlap", reply: Callable) -> None:
-    overlap.later(delay, failure, reply)
+class _Batch:
+    """One thread's sends on the lane: how many replies are still to come, and the signal when none are."""
+
+    __slots__ = ("timed", "left", "done")
+
+    def __init__(self, timed: Sequence[tuple[float, object]]):
+        self.timed, self.left, self.done = timed, len(timed), threading.Event()
 
 
 class Overlap:
     """One event loop per process, in its own thread, on which the sends of every worker thread are in flight
     together, at most `limit` at once; a thread waits only for the replies to its own batch.
 
-    This is what hides a provider's latency: a send costs a timer or a socket on the loop, not a thread, so
-    thousands overlap across chunks. A send is a function `start(overlap, reply)` that begins it on the loop and
-    calls `reply(outcome)` when the provider answers (the simulated provider: `later`; an HTTP API: a request
-    on `overlap.loop` whose completion calls `reply`)."""
+    This is what hides a provider's latency: a send in flight holds a timer on the loop, not a thread, so
+    thousands overlap across chunks (an HTTP API's transport would run its requests on this loop, under the same
+    limit). A batch costs the loop a few calls, not a few per send: replies due in the same millisecond share one
+    timer and are counted off together. Sends beyond the limit wait, in order, for slots to free."""
 
     def __init__(self, limit: int):
-        self.limit, self.in_flight, self.waiting = limit, 0, deque()
-        self.due: dict[int, list] = {}  # millisecond -> the replies due then
+        self.limit, self.free = limit, limit
+        self.waiting: deque[tuple[_Batch, int]] = deque()
+        self.due: dict[int, list[tuple[_Batch, int]]] = {}  # millisecond -> (batch, replies due then)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="mail-overlap", daemon=True).start()
 
-    def run(self, sends: list[Callable]) -> list:
-        """Start every send (as slots allow) and return their outcomes, in order, once all have replied."""
-        outcomes: list = [None] * len(sends)
-        left, done, broken = [len(sends)], threading.Event(), []
+    def replies(self, timed: Sequence[tuple[float, object]]) -> list:
+        """Send a batch of (delay, outcome): each send's reply comes `delay` seconds after it starts. Returns the
+        outcomes, in order, once every reply has come."""
+        if timed:
+            batch = _Batch(timed)
+            self.loop.call_soon_threadsafe(self._start, batch, range(len(timed)))
+            batch.done.wait()
+        return [outcome for _, outcome in timed]
 
-        def replied(index: int, outcome) -> None:
-            outcomes[index] = outcome
-            self.in_flight -= 1
-            left[0] -= 1
-            if not left[0]:
-                done.set()
-            if self.waiting:
-                self._start(*self.waiting.popleft())
+    def _start(self, batch: _Batch, sends: Sequence[int]) -> None:
+        going, self.free = sends[:self.free], max(0, self.free - len(sends))
+        self.waiting.extend((batch, index) for index in sends[len(going):])
+        now_ms, by_due = self.loop.time() * 1000, Counter()
+        for index in going:
+            by_due[math.ceil(now_ms + batch.timed[index][0] * 1000)] += 1
+        for due, count in by_due.items():
+            if due not in self.due:
+                self.due[due] = []
+                self.loop.call_at(due / 1000, self._reply, due)
+            self.due[due].append((batch, count))
 
-        def begin() -> None:
-            try:
-                for index, send in enumerate(sends):
-                    if self.in_flight < self.limit:
-                        self._start(send, partial(replied, index))
-                    else:
-                        self.waiting.append((send, partial(replied, index)))
-            except Exception as exc:  # a transport's bug: the waiting thread raises it rather than waiting forever
-                broken.append(exc)
-                done.set()
-
-        if sends:
-            self.loop.call_soon_threadsafe(begin)
-            done.wait()
-        if broken:
-            raise broken[0]
-        return outcomes
-
-    def _start(self, send: Callable, reply: Callable) -> None:
-        self.in_flight += 1
-        send(self, reply)
-
-    def later(self, delay: float, outcome, reply: Callable) -> None:
-        """Call `reply(outcome)` `delay` seconds from now, to the next millisecond: the replies due in one
-        millisecond share a timer, so the loop wakes at most once a millisecond however many are in flight."""
-        due = math.ceil((self.loop.time() + delay) * 1000)
-        if due not in self.due:
-            self.due[due] = []
-            self.loop.call_at(due / 1000, self._reply_due, due)
-        self.due[due].append((reply, outcome))
-
-    def _reply_due(self, due: int) -> None:
-        for reply, outcome in self.due.pop(due):
-            reply(outcome)
+    def _reply(self, due: int) -> None:
+        for batch, count in self.due.pop(due):
+            self.free += count
+            batch.left -= count
+            if not batch.left:
+                batch.done.set()
+        while self.waiting and self.free:
+            batch, index = self.waiting.popleft()
+            self._start(batch, [index])
 
 
 _overlaps: dict[tuple[int, int], Overlap] = {}
