@@ -107,41 +107,6 @@ def test_the_simulated_provider_fails_at_its_error_rate(error_rate, failed):
     assert len(outcomes) == 20 and sum(o is not None for o in outcomes) == failed
 
 
-class Replies:
-    """Stands in for `Overlap.later`: records each send's delay and the most sends in flight at once, and lets the
-    real one answer at once."""
-
-    def __init__(self, real):
-        self.real, self.delays, self.most = real, [], 0
-
-    def __call__(self, overlap, delay, outcome, reply):
-        self.delays.append(delay)
-        self.most = max(self.most, overlap.in_flight)
-        self.real(overlap, 0, outcome, reply)
-
-
-@pytest.fixture
-def replies(monkeypatch):
-    fake = Replies(senders.Overlap.later)
-    monkeypatch.setattr(senders.Overlap, "later", lambda overlap, *args: fake(overlap, *args))
-    return fake
-
-
-@pytest.mark.parametrize(("concurrency", "most"), [(1000, 30), (1, 1), (4, 4)])
-def test_the_simulated_provider_waits_a_delay_in_its_range_per_send_overlapping_up_to_its_concurrency(
-        replies, concurrency, most):
-    sender = SimulatedSender(min_delay_ms=100, max_delay_ms=120, error_rate=0.0, concurrency=concurrency)
-    assert sender.send_many(batch(30)) == [None] * 30
-    assert len(replies.delays) == 30 and all(0.1 <= d <= 0.12 for d in replies.delays)
-    assert len(set(replies.delays)) == 30  # drawn per message
-    assert replies.most == most
-
-
-def test_a_simulated_provider_without_delay_answers_at_once(replies):
-    assert SimulatedSender(0, 0, error_rate=0.0).send_many(batch(3)) == [None] * 3
-    assert replies.delays == []
-
-
 def test_an_smtp_sender_made_without_settings_never_waits_unbounded_and_sends_in_the_clear():
     sender = SmtpSender("127.0.0.1", 25, mail_from="from@example.com")
     assert (sender.timeout, sender.starttls, sender.username, sender.password, sender.ca_file) == (
