@@ -72,12 +72,12 @@ def _verified(verify) -> Received:
 
 def _store(provider: str, received: Received) -> dict:
     """Store once per (provider, event id) and queue processing in the same commit."""
-    # A plain INSERT ... RETURNING rather than the ORM's unit of work, which was a quarter of a webhook's CPU.
-    table = WebhookEvent.__table__
-    stored = table.insert().values(provider=provider, event_id=received.event_id, event_type=received.event_type,
-                                   payload=received.payload).returning(table.c.id)
+    # A plain INSERT rather than the ORM's unit of work, which was a quarter of a webhook's CPU.
+    values = {"provider": provider, "event_id": received.event_id, "event_type": received.event_type,
+              "payload": received.payload}
     try:
-        stored_id = insert_and_send("api", stored, "webhook_event_id", "api.webhooks", "api.process_webhook")
+        stored_id = insert_and_send("api", WebhookEvent.__table__, values, "webhook_event_id", "api.webhooks",
+                                    "api.process_webhook")
     except IntegrityError:
         log.info("Duplicate %s webhook %s acknowledged; nothing done.", provider, received.event_id)
         return {"status": "duplicate", "event_id": received.event_id}
