@@ -3,12 +3,15 @@
 
     python3 dev.py run     create .venv, install, run the whole system (embedded by default)
     python3 dev.py test    create .venv, install, run ruff and the whole test suite
-    python3 dev.py install only create .venv and install
+    python3 dev.py install only create .venv and install (and k8s/tools' validator, with npm)
+    python3 dev.py mutate  mutation testing of the money, delivery and signature modules (bench/mutation.py)
 
-Extra arguments go to the command: `python3 dev.py test -k webhook`, `python3 dev.py run --port 9000`.
+Extra arguments go to the command: `python3 dev.py test -k webhook`, `python3 dev.py run --port 9000`,
+`python3 dev.py mutate senders outbox --jobs 2`.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -18,6 +21,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".installed"
+NODE_TOOLS = ROOT / "k8s" / "tools"  # KEDA's schemas for the manifest tests, from the npm registry
 
 
 def install() -> None:
@@ -36,12 +40,24 @@ def install() -> None:
     STAMP.touch()
 
 
+def install_node_tools() -> None:
+    lock, installed = NODE_TOOLS / "package-lock.json", NODE_TOOLS / "node_modules" / ".package-lock.json"
+    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        sys.exit("npm is needed to install the Kubernetes manifest tests' tools (k8s/tools): install Node.js 20+.")
+    print("Installing the manifest tests' tools (k8s/tools) ...", flush=True)
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel", "error"], cwd=NODE_TOOLS, check=True)
+
+
 def main() -> int:
     command, *rest = sys.argv[1:] or ["help"]
-    if command not in ("run", "test", "install"):
+    if command not in ("run", "test", "install", "mutate"):
         print(__doc__)
         return 0 if command == "help" else 2
     install()
+    install_node_tools()
     os.chdir(ROOT)
     if command == "run":
         # exec, not a child: a signal to this process (Ctrl-C, kill, a supervisor) reaches the server itself.
@@ -50,6 +66,8 @@ def main() -> int:
         lint = subprocess.call([str(BIN / "ruff"), "check", "shared", "services", "tests", "bench", "dev.py"])
         tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
         return tests or lint
+    if command == "mutate":
+        return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "mutation.py"), *rest])
     return 0
 
 

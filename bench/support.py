@@ -112,7 +112,7 @@ def purge_queues(amqp_url: str) -> None:
     """Empty every queue of this system (and its delay and dead-letter queues) on `amqp_url`'s vhost."""
     from dramatiq.common import dq_name, xq_name
 
-    from services import registry
+    from services.market import registry
     from shared.settings import SERVICES
 
     names = [name for service in SERVICES for queue in registry.queues(service)
@@ -177,8 +177,8 @@ def _kind(command: list[str]) -> str | None:
     if "gunicorn" in command:
         app = next(arg for arg in command if arg.endswith(":create_app()"))  # services.<name>.<module>:create_app()
         return f"{app.split('.')[1]} web"
-    if "dramatiq" in command:
-        return f"{command[command.index('dramatiq') + 1].split('.')[1]} worker"
+    if "dramatiq" in command:  # one worker module for all: the service is known by its queues, <service>.<name>
+        return f"{command[command.index('--queues') + 1].split('.')[0]} worker"
     return None
 
 

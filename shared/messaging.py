@@ -12,6 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from functools import cache
+from typing import TypeVar
 
 import dramatiq
 import pika
@@ -20,12 +21,32 @@ import sqlalchemy as sa
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Middleware, Retries
 
 from shared.db import failed_jobs, transaction
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Middleware)
+
+
+def middleware_of(broker: dramatiq.Broker, kind: type[M], make: Callable[[], M]) -> M:
+    """The broker's one middleware of `kind`, added (made by `make`) on first use: Dramatiq warns about every
+    second middleware of one type, and a process may set a broker up more than once (the in-process tests)."""
+    found = next((m for m in broker.middleware if isinstance(m, kind)), None)
+    if found is None:
+        found = make()
+        broker.add_middleware(found)
+    return found
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
+# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
+BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
+                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
+# A database or broker that is down (a restart, a failover) is waited out, not failed: with backoff capped at
+# an actor's max_backoff (5 min by default) these retries span about 40 minutes of outage.
+OUTAGE_RETRIES = 12
 
 
 class PermanentError(Exception):
@@ -36,11 +57,28 @@ IDLE_POLL_MS = 100  # the longest an idle Redis queue goes unasked
 
 
 class MaintainedRedisBroker(RedisBroker):
-    """A RedisBroker whose maintenance pass can be run on purpose, and whose idle queues answer promptly."""
+    """A RedisBroker whose maintenance pass can be run on purpose, whose idle queues answer promptly, and whose
+    delayed messages survive a lost connection."""
 
     _forced = threading.local()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        """A consumer for `queue_name`; for a delay queue, first put back what this worker holds on it.
+
+        A worker holds the delayed messages it fetched (retries, deferrals) in memory until their time, and
+        Dramatiq drops that memory when the Redis connection fails (a Redis restart), then consumes anew. The
+        messages stay in this worker's acknowledgement set, which maintenance requeues only once the worker is
+        dead: alive, it would strand them. A delay queue's consumer is made only at start-up and after such a
+        failure, when it holds nothing, so everything in the set is stranded and goes back on the queue."""
+        if queue_name.endswith(".DQ"):
+            try:
+                held = self.client.smembers(f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}")
+                if held:
+                    self.do_requeue(queue_name, *(m.decode() for m in held))
+                    log.warning("Put %d delayed messages back on %s after a lost Redis connection.", len(held),
+                                queue_name)
+            except redis.exceptions.ConnectionError as exc:  # Dramatiq retries a consumer on its own errors
+                raise dramatiq.errors.ConnectionClosed(exc) from None
         # Dramatiq's Redis consumer polls an empty queue with a growing pause, up to its timeout (the worker's,
         # 1 s): each of the mailer's two hops of a purchase waited for it (emails 1.5 s after the webhook at
         # 20 purchases/s). A RabbitMQ consumer is pushed its messages and needs no cap.
@@ -48,6 +86,24 @@ class MaintainedRedisBroker(RedisBroker):
 
     def _should_do_maintenance(self, command: str) -> int:
         return 1 if getattr(self._forced, "on", False) else super()._should_do_maintenance(command)
+
+    def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
+        # When it joined its queue (a retry: again when its backoff is over), which `waiting` measures from:
+        # message_timestamp is when it was first sent, so a retry would look as old as the first attempt.
+        return super().enqueue(message.copy(options={"enqueued_at": current_millis()}), delay=delay)
+
+    def waiting(self, queue_name: str) -> tuple[int, float]:
+        """How many messages wait on a queue (not the delayed, not those being processed), and how many
+        seconds the next to be delivered has waited (0 when none): Dramatiq keeps a queue as a list of
+        message ids (`<namespace>:<queue>`, delivered from the head) and the messages in a hash beside it."""
+        key = f"{self.namespace}:{queue_name}"
+        depth, head = self.client.pipeline().llen(key).lindex(key, 0).execute()
+        data = self.client.hget(f"{key}.msgs", head) if head is not None else None
+        if data is None:  # empty, or delivered between the two reads
+            return depth, 0.0
+        message = dramatiq.Message.decode(data)
+        enqueued_at = message.options.get("enqueued_at", message.message_timestamp)
+        return depth, max(0, current_millis() - enqueued_at) / 1000
 
     def maintain(self) -> None:
         """Requeue messages held by dead workers on every queue of this broker; refreshes our heartbeat."""
@@ -60,9 +116,7 @@ class MaintainedRedisBroker(RedisBroker):
 
 
 class PeriodicDuties(Middleware):
-    """Runs each duty at its own interval, each in a daemon thread, while the worker is up.
-
-    One per broker, holding all its duties: Dramatiq warns about every second middleware of one type."""
+    """Runs each duty at its own interval, each in a daemon thread, while the worker is up; one per broker."""
 
     def __init__(self):
         self.duties: dict[str, tuple[float, Callable[[], object]]] = {}
@@ -71,11 +125,7 @@ class PeriodicDuties(Middleware):
     @classmethod
     def of(cls, broker: dramatiq.Broker) -> "PeriodicDuties":
         """The broker's one PeriodicDuties, added on first use."""
-        found = next((m for m in broker.middleware if isinstance(m, cls)), None)
-        if found is None:
-            found = cls()
-            broker.add_middleware(found)
-        return found
+        return middleware_of(broker, cls, cls)
 
     def add(self, name: str, interval: float, fn: Callable[[], object]) -> None:
         self.duties[name] = (interval, fn)  # by name: adding a duty again replaces it
@@ -218,21 +268,6 @@ def require_durable_broker(service: str) -> None:
             "(compose/docker-compose.yml does), or set MARKET_ALLOW_VOLATILE_REDIS=1 where losing them is fine.")
 
 
-def add_worker_duties(service: str) -> None:
-    """What a consuming process runs beside its actors: the outbox relay and, on Redis, maintenance."""
-    from shared.outbox import purge, relay
-
-    require_durable_broker(service)
-    settings = get_settings()
-    broker = broker_for(service)
-    broker.consumed_here = True
-    duties = PeriodicDuties.of(broker)
-    duties.add(f"{service}-outbox-relay", settings.outbox_relay_interval_s, lambda: relay(service))
-    duties.add(f"{service}-outbox-purge", 3600, lambda: purge(service))
-    if isinstance(broker, MaintainedRedisBroker):
-        duties.add(f"{service}-redis-maintenance", settings.redis_maintenance_interval_s, broker.maintain)
-
-
 def defer(service: str, delay_ms: int) -> None:
     """Put the message being processed back on its queue after `delay_ms` without spending a retry
     (the provider is down: waiting is the cure, failing is not)."""
@@ -241,11 +276,25 @@ def defer(service: str, delay_ms: int) -> None:
     log.warning("Message %s (%s) deferred by %d ms.", message.message_id, message.actor_name, delay_ms)
 
 
+def retries_left(max_retries: int, retries: int, exception: BaseException) -> bool:
+    """Whether a message that failed `retries` times before, now with `exception`, is retried: up to `max_retries`
+    times for a failure, at least OUTAGE_RETRIES for an outage (a database or broker unreachable), which a few
+    retries 10-40 s apart would turn into failed jobs."""
+    outage = isinstance(exception, DATABASE_UNAVAILABLE + BROKER_UNAVAILABLE)
+    return retries < (max(max_retries, OUTAGE_RETRIES) if outage else max_retries)
+
+
 def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries: int = 2,
           backoff_s: int = 10, max_backoff_s: int = 300):
-    """Declare an actor on its service's broker; PermanentError is never retried."""
-    return dramatiq.actor(
-        actor_name=name, queue_name=queue, broker=broker_for(service),
-        time_limit=time_limit_s * 1000, max_retries=max_retries,
-        min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
-    )
+    """Declare an actor on its service's broker; PermanentError is never retried, an outage longer than others."""
+    def declare(fn):
+        declared = dramatiq.actor(
+            fn, actor_name=name, queue_name=queue, broker=broker_for(service),
+            time_limit=time_limit_s * 1000, max_retries=max_retries,
+            min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
+        )
+        # Read when a message fails, so the declared (or a test's) max_retries still rules ordinary failures.
+        declared.options["retry_when"] = lambda retries, exc: retries_left(declared.options["max_retries"],
+                                                                            retries, exc)
+        return declared
+    return declare

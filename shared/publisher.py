@@ -105,6 +105,7 @@ class Publisher:
                 keep_alive(broker)
 
 
+# pragma: no mutate block (from here on, RabbitMQ only: tests/integration/test_publisher_*.py; see README)
 def keep_alive(broker: RabbitmqBroker) -> None:
     """Answer heartbeats on this thread's connection, if it has one; drop it quietly if the server closed it."""
     connection = getattr(broker.state, "connection", None)

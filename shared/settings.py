@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # A worker refuses a broker Redis that keeps no append-only file (a restart would lose every queued
     # message); set this to run on one anyway, e.g. a development machine's Redis.
     allow_volatile_redis: bool = False
+    # Each worker process touches a file here while its consumers hear from the broker (`market worker-health`
+    # reads them). Default <data_dir>/heartbeats; in Kubernetes the pod's own emptyDir, since the data volume is
+    # shared by every pod.
+    heartbeat_dir: Path | None = None
+    heartbeat_interval_s: float = 5.0
 
     # Mail
     mail_transport: str = "file"  # file | smtp | simulated
@@ -138,6 +143,7 @@ class Settings(BaseSettings):
     # HTTP
     api_bind: str = "127.0.0.1:8000"
     media_bind: str = "127.0.0.1:8001"
+    mailer_bind: str = "127.0.0.1:8002"  # the mailer's queue metrics (`market serve mailer`), read by autoscalers
     web_workers: int = 2
     trusted_proxies: int = 0  # proxies in front of the api whose X-Forwarded-For/-Proto are believed
     token_ttl_hours: float = 30 * 24  # a bearer token works this long; signing in again gives a new one
@@ -191,6 +197,10 @@ class Settings(BaseSettings):
     @property
     def mail_dir(self) -> Path:
         return self.data_dir / "mail"
+
+    @property
+    def heartbeats_dir(self) -> Path:
+        return (self.heartbeat_dir or self.data_dir / "heartbeats").resolve()
 
 
 @lru_cache

@@ -5,26 +5,20 @@ import json
 import logging
 from collections.abc import Iterable
 
-import dramatiq
-import pika.exceptions
-import redis.exceptions
 import sqlalchemy as sa
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.db import transaction
-from shared.messaging import ping_brokers
+from shared.messaging import BROKER_UNAVAILABLE, DATABASE_UNAVAILABLE, ping_brokers
+from shared.openapi import Api
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024  # routes that take more (uploads, campaigns) raise it for themselves
 RETRY_AFTER_S = "5"
-DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-# What a publish or a Redis check raises when the server is down: Dramatiq wraps RabbitMQ's errors after its
-# own retries, its Redis broker lets redis-py's through, and pika's may surface before Dramatiq wraps them.
-BROKER_UNAVAILABLE = (dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
-                      redis.exceptions.TimeoutError, pika.exceptions.AMQPConnectionError)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -97,22 +91,38 @@ def _unavailable(message: str, **body):
     return jsonify({"error": message, **body}), 503, {"Retry-After": RETRY_AFTER_S}
 
 
-def add_probes(app: Flask, service: str, publishes_to: Iterable[str]) -> None:
+class Alive(BaseModel):
+    status: str
+    service: str
+    database: str  # a fingerprint of the database settings (no secret in it), for `market demo` to compare
+
+
+class Ready(BaseModel):
+    status: str
+    service: str
+    checks: dict[str, str]  # "ok", or "down (<error>)", by dependency
+
+
+def add_probes(app: Flask, api: Api, service: str, publishes_to: Iterable[str]) -> None:
     """`/healthz`: the process answers (nothing else is checked, so a restart cannot cure a database that is
     down); `/readyz`: the service's database and the brokers it publishes to answer, else 503 naming them."""
     @app.get("/healthz")
+    @api.operation({200: Alive}, tags=["probes"])
     def healthz():
+        """Alive: the process answers."""
         # The fingerprint is configuration, not a check: `market demo` compares it with its own.
-        return {"status": "ok", "service": service, "database": get_settings().database_fingerprint(service)}
+        return Alive(status="ok", service=service, database=get_settings().database_fingerprint(service))
 
     @app.get("/readyz")
+    @api.operation({200: Ready}, tags=["probes"])
     def readyz():
+        """Ready: the database and the brokers it publishes to answer (else 503 naming what is down)."""
         checks = {"database": _ping_database(service), **ping_brokers(publishes_to)}
         down = [name for name, state in checks.items() if state != "ok"]
         if down:
             log.warning("Not ready: %s down.", ", ".join(down))
             return _unavailable(f"not ready: {', '.join(down)} unavailable", down=down, checks=checks)
-        return {"status": "ok", "service": service, "checks": checks}
+        return Ready(status="ok", service=service, checks=checks)
 
 
 def _ping_database(service: str) -> str:

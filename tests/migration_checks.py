@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
-from services import registry
+from services.market import registry
 from shared.migrations import ENVIRONMENT, History, NothingToRevise, SchemaDrift, describe, differences, revise, upgrade
 from shared.settings import SERVICES
 

@@ -4,7 +4,7 @@ from services.api import campaign_status, handlers
 from shared.contracts import CampaignProgressed, PurchaseCompleted
 from shared.db import transaction
 from shared.messaging import actor
-from shared.outbox import consume
+from shared.outbox import subscriber
 
 SERVICE = "api"
 
@@ -16,14 +16,13 @@ def process_webhook(payload: dict) -> None:
         handlers.process_webhook(session, int(payload["webhook_event_id"]))
 
 
-@actor(SERVICE, "api.on_purchase_completed", queue="api.events", time_limit_s=120)
-def on_purchase_completed(envelope: dict) -> None:
+@subscriber(SERVICE, PurchaseCompleted, time_limit_s=120)
+def on_purchase_completed(session, event: PurchaseCompleted, envelope: dict) -> None:
     """Clear the buyer's cart; the inbox makes a second delivery a no-op."""
-    consume(SERVICE, "api.on_purchase_completed", envelope, PurchaseCompleted, handlers.clear_cart)
+    handlers.clear_cart(session, event)
 
 
-@actor(SERVICE, "api.on_campaign_progressed", queue="api.events", time_limit_s=60)
-def on_campaign_progressed(envelope: dict) -> None:
+@subscriber(SERVICE, CampaignProgressed, time_limit_s=60)
+def on_campaign_progressed(session, event: CampaignProgressed, envelope: dict) -> None:
     """Update the campaign status read model; a redelivered or overtaken report changes nothing."""
-    consume(SERVICE, "api.on_campaign_progressed", envelope, CampaignProgressed,
-            lambda session, event: campaign_status.on_campaign_progressed(session, event, envelope["occurred_at"]))
+    campaign_status.on_campaign_progressed(session, event, envelope["occurred_at"])

@@ -4,7 +4,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.api import campaigns, catalog, leads, notifications, orders, review, users, webhooks
-from services.api.http import init_limiter, register_errors
+from services.api.http import api, init_limiter, register_errors
 from shared import observability
 from shared.settings import SERVICES, get_settings, require_real_secrets
 from shared.web import add_probes, harden
@@ -13,7 +13,7 @@ from shared.web import add_probes, harden
 def create_app() -> Flask:
     observability.setup("api")
     require_real_secrets("api-web")
-    app = harden(Flask(__name__))
+    app = harden(Flask(__name__, static_folder=None))
     register_errors(app)
     init_limiter(app)
     if get_settings().trusted_proxies:
@@ -23,5 +23,6 @@ def create_app() -> Flask:
                       campaigns.bp):
         app.register_blueprint(blueprint)
     # Webhooks go to the api's own queue and purchase.completed to every service, so all brokers count.
-    add_probes(app, "api", publishes_to=SERVICES)
+    add_probes(app, api, "api", publishes_to=SERVICES)
+    api.serve(app)
     return app

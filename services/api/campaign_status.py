@@ -3,14 +3,15 @@
 import logging
 from datetime import UTC, datetime
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from services.api.models import CampaignStatus
-from shared.contracts import CampaignProgressed
+from shared.contracts import CampaignProgressed, CampaignState
 
 log = logging.getLogger(__name__)
 
-FINAL = ("completed", "cancelled")
+FINAL = (CampaignState.COMPLETED, CampaignState.CANCELLED)
 
 
 def on_campaign_progressed(session: Session, event: CampaignProgressed, occurred_at: str) -> None:
@@ -37,15 +38,29 @@ def _newer(row: CampaignStatus, event: CampaignProgressed, reported_at: datetime
     return (event.sent + event.failed, reported_at) > (row.sent + row.failed, applied_at)
 
 
-def status_json(row: CampaignStatus) -> dict:
+class CampaignOut(BaseModel):
     """What GET /campaigns/<id> answers: counts, and the delivery rate of the emails attempted so far."""
-    left = row.total - row.sent - row.failed
-    attempted = row.sent + row.failed
-    return {"id": row.id, "title": row.title, "status": row.status, "total": row.total, "sent": row.sent,
-            "failed": row.failed, "queued": 0 if row.status == "cancelled" else left,
-            "cancelled": left if row.status == "cancelled" else 0,
-            "delivery_rate": round(row.sent / attempted, 4) if attempted else None,
-            "user_triggered": row.user_triggered, "status_url": f"/campaigns/{row.id}"}
+
+    id: str
+    title: str
+    status: CampaignState
+    total: int
+    sent: int
+    failed: int
+    queued: int
+    cancelled: int
+    delivery_rate: float | None
+    user_triggered: bool
+    status_url: str
+
+    @classmethod
+    def of(cls, row: CampaignStatus) -> "CampaignOut":
+        left = row.total - row.sent - row.failed
+        attempted = row.sent + row.failed
+        return cls(id=row.id, title=row.title, status=row.status, total=row.total, sent=row.sent, failed=row.failed,
+                   queued=0 if row.status == "cancelled" else left, cancelled=left if row.status == "cancelled" else 0,
+                   delivery_rate=round(row.sent / attempted, 4) if attempted else None,
+                   user_triggered=row.user_triggered, status_url=f"/campaigns/{row.id}")
 
 
 def _utc(moment: datetime) -> datetime:

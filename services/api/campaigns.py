@@ -10,10 +10,17 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, 
 from sqlalchemy import select
 
 from services.api import segments
-from services.api.campaign_status import FINAL, status_json
-from services.api.http import ApiError, Body, authenticated, is_admin, json_object, page, paged, problems
+from services.api.campaign_status import FINAL, CampaignOut
+from services.api.http import ApiError, Body, Page, api, authenticated, is_admin, json_object, paged, problems, query
 from services.api.models import CampaignStatus, User
-from shared.contracts import PLACEHOLDERS, CampaignControlRequested, CampaignRequested, unknown_placeholders
+from shared.contracts import (
+    PLACEHOLDERS,
+    CampaignControlRequested,
+    CampaignRequested,
+    CampaignState,
+    Recipient,
+    unknown_placeholders,
+)
 from shared.db import transaction
 from shared.outbox import publish
 from shared.settings import get_settings
@@ -25,18 +32,10 @@ MAX_RECIPIENTS = 100_000
 INLINE_RECIPIENTS = 1_000  # a longer list travels as a JSON file in storage, never in a message
 MAX_BODY_BYTES = 32 * 1024 * 1024  # 100,000 recipients; every other route keeps the small default
 
-Value = Annotated[str, StringConstraints(max_length=100)]
-
-
-class NewRecipient(BaseModel):
+class NewRecipient(Recipient):
     # Lenient on purpose: numbers (a pledge of 25) are taken as text.
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     email: EmailStr
-    name: Annotated[str, StringConstraints(max_length=200)] = ""
-    pledge: Value = ""
-    paid_amount: Value = ""
-    balance: Value = ""
-    days_remain: Value = ""
 
 
 class NewCampaign(Body):
@@ -54,7 +53,26 @@ class NewCampaign(Body):
         return self
 
 
+class Accepted(BaseModel):
+    id: str
+    status: CampaignState
+    status_url: str
+    total: int
+
+
+class ControlAccepted(BaseModel):
+    id: str
+    action: str
+    status_url: str
+
+
+class CampaignPage(BaseModel):
+    campaigns: list[CampaignOut]
+    next_offset: int | None
+
+
 @bp.post("/campaigns")
+@api.operation({202: Accepted}, body=NewCampaign, auth=True, errors=[403, 409], tags=["campaigns"])
 @authenticated
 def create_campaign():
     """Accept a campaign and answer at once; the mailer sends it and reports progress to the status URL."""
@@ -67,34 +85,38 @@ def create_campaign():
     with transaction("api") as session:
         recipients = _recipients(session, campaign)
         session.add(CampaignStatus(id=campaign_id, owner_id=g.user_id, title=campaign.title or campaign.subject[:200],
-                                   user_triggered=campaign.user_triggered, status="queued", total=len(recipients),
-                                   sent=0, failed=0))
+                                   user_triggered=campaign.user_triggered, status=CampaignState.QUEUED,
+                                   total=len(recipients), sent=0, failed=0))
         publish(session, _requested(campaign_id, campaign, recipients))
-    return {"id": campaign_id, "status": "queued", "status_url": f"/campaigns/{campaign_id}",
-            "total": len(recipients)}, 202
+    return Accepted(id=campaign_id, status=CampaignState.QUEUED, status_url=f"/campaigns/{campaign_id}",
+                    total=len(recipients)), 202
 
 
 @bp.get("/campaigns")
+@api.operation({200: CampaignPage}, query=Page, auth=True, tags=["campaigns"])
 @authenticated
 def list_campaigns():
     """The caller's campaigns (an admin's: everyone's), newest first, a page at a time."""
-    limit, offset = page()
-    query = select(CampaignStatus).order_by(CampaignStatus.created_at.desc(), CampaignStatus.id)
+    asked = query(Page)
+    listed = select(CampaignStatus).order_by(CampaignStatus.created_at.desc(), CampaignStatus.id)
     with transaction("api") as session:
         if not is_admin(session, g.user_id):
-            query = query.where(CampaignStatus.owner_id == g.user_id)
-        found, next_offset = paged(session, query, limit, offset)
-        return {"campaigns": [status_json(row) for row in found], "next_offset": next_offset}
+            listed = listed.where(CampaignStatus.owner_id == g.user_id)
+        found, next_offset = paged(session, listed, asked.limit, asked.offset)
+        return CampaignPage(campaigns=[CampaignOut.of(row) for row in found], next_offset=next_offset)
 
 
 @bp.get("/campaigns/<campaign_id>")
+@api.operation({200: CampaignOut}, auth=True, errors=[404], tags=["campaigns"])
 @authenticated
 def get_campaign(campaign_id: str):
+    """A campaign's progress."""
     with transaction("api") as session:
-        return status_json(_visible(session, campaign_id))
+        return CampaignOut.of(_visible(session, campaign_id))
 
 
 @bp.post("/campaigns/<campaign_id>/<any(pause, resume, cancel):action>")
+@api.operation({202: ControlAccepted}, auth=True, errors=[404, 409], tags=["campaigns"])
 @authenticated
 def control_campaign(campaign_id: str, action: str):
     """Ask the mailer to pause, resume or cancel; it applies what fits the campaign's state then."""
@@ -103,7 +125,7 @@ def control_campaign(campaign_id: str, action: str):
         if row.status in FINAL:
             raise ApiError(409, f"campaign {campaign_id} is {row.status}; it cannot {action}")
         publish(session, CampaignControlRequested(campaign_id=campaign_id, action=action))
-    return {"id": campaign_id, "action": action, "status_url": f"/campaigns/{campaign_id}"}, 202
+    return ControlAccepted(id=campaign_id, action=action, status_url=f"/campaigns/{campaign_id}"), 202
 
 
 def _parse() -> NewCampaign:

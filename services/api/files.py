@@ -13,7 +13,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
 from services.api.http import ApiError
-from services.api.models import OrderLine, Product, User
+from services.api.models import PRODUCT, OrderLine, Product, ProductStatus, User
 from shared.settings import get_settings
 from shared.storage import LocalStorage, product_file_key, safe_content_type, safe_filename
 
@@ -135,8 +135,9 @@ def store(session: Session, storage: LocalStorage, product_id: int, upload: Uplo
         upload.moved_to = key
     storage.move_in(upload.temp_path, key)
     old_key, product.file_key, product.file_sha256 = product.file_key, key, upload.sha256
-    if product.status == "approved" and old_key != key:
-        product.status = "pending"  # what buyers download was reviewed: a new file is reviewed again
+    if product.status == ProductStatus.APPROVED and old_key != key:
+        # What buyers download was reviewed: a new file is reviewed again.
+        product.status = PRODUCT(product.status, ProductStatus.PENDING)
     return product, old_key if old_key != key else None
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.api.models import CartItem, Order, User, WebhookEvent
+from services.api.models import ORDER, WEBHOOK, CartItem, Order, OrderStatus, User, WebhookEvent, WebhookStatus
 from services.api.payments import PAYMENT_READERS, InvalidPayment
 from shared.contracts import PurchaseCompleted, PurchaseLine
 from shared.messaging import PermanentError
@@ -20,7 +20,7 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     event = session.get(WebhookEvent, webhook_event_id, with_for_update=True)
     if event is None:
         raise PermanentError(f"webhook event {webhook_event_id} does not exist")
-    if event.status != "received":
+    if event.status != WebhookStatus.RECEIVED:
         return
     event.processed_at = datetime.now(UTC)
     try:
@@ -28,25 +28,25 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     except InvalidPayment as exc:  # the provider signed it: sending it again would not change it
         return _reject(event, str(exc))
     if payment is None:
-        event.status, event.detail = "ignored", f"{event.event_type} needs no action"
+        event.status, event.detail = WEBHOOK(event.status, WebhookStatus.IGNORED), f"{event.event_type} needs no action"
         return
     column = Order.provider_checkout_id if event.provider == "mpesa" else Order.reference
     order = session.scalars(sa.select(Order).where(column == payment.reference).with_for_update()).first()
     problem = _mismatch(order, payment, event.provider)
     if problem:
         return _reject(event, problem)
-    event.status = "processed"
-    if order.status == "paid":
+    event.status = WEBHOOK(event.status, WebhookStatus.PROCESSED)
+    if order.status == OrderStatus.PAID:
         event.detail = "order already paid"
     elif not payment.succeeded:
-        order.status, event.detail = "failed", f"payment failed: {payment.detail}"
+        order.status, event.detail = ORDER(order.status, OrderStatus.FAILED), f"payment failed: {payment.detail}"
     else:
         _mark_paid(session, order, payment.payment_id)
         event.detail = f"order {order.id} paid"
 
 
 def _reject(event: WebhookEvent, problem: str) -> None:
-    event.status, event.detail = "rejected", problem
+    event.status, event.detail = WEBHOOK(event.status, WebhookStatus.REJECTED), problem
     log.warning("Webhook %s/%s rejected: %s.", event.provider, event.event_id, problem)
 
 
@@ -62,7 +62,8 @@ def _mismatch(order: Order | None, payment, provider: str) -> str | None:
 
 
 def _mark_paid(session: Session, order: Order, payment_id: str) -> None:
-    order.status, order.provider_payment_id, order.paid_at = "paid", payment_id, datetime.now(UTC)
+    order.status = ORDER(order.status, OrderStatus.PAID)
+    order.provider_payment_id, order.paid_at = payment_id, datetime.now(UTC)
     buyer = session.get(User, order.buyer_id)
     event_id = publish(session, PurchaseCompleted(
         order_id=order.id, order_reference=order.reference, buyer_id=buyer.id, buyer_email=buyer.email,

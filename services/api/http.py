@@ -10,17 +10,21 @@ from typing import TypeVar
 import sqlalchemy as sa
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from services.api.models import ApiToken, User
 from shared.db import transaction
+from shared.openapi import Api
 from shared.settings import get_settings
 
 M = TypeVar("M", bound=BaseModel)
 
 MAX_PAGE = 200
+
+api = Api("Marketplace API", "Catalog, cart and checkout, payment webhooks, leads, campaigns, notifications and "
+          "product review. Send `Authorization: Bearer <token>` (from POST /users or POST /tokens) where marked.")
 
 
 class ApiError(Exception):
@@ -218,15 +222,19 @@ def init_limiter(app: Flask) -> None:
 
 # --- pages --------------------------------------------------------------------------------
 
-def page() -> tuple[int, int]:
-    """`?limit=` (1-200, default 50) and `?offset=` (0 or more) of a list, or a 400."""
+class Page(BaseModel):
+    """`?limit=` and `?offset=` of a list; other query parameters are a list's own (see its operation)."""
+
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    offset: int = Field(default=0, ge=0, le=10**9)
+
+
+def query(model: type[M]) -> M:
+    """The query string validated against `model`, or a 400 naming each bad parameter."""
     try:
-        limit, offset = int(request.args.get("limit", 50)), int(request.args.get("offset", 0))
-    except ValueError:
-        raise ApiError(400, "limit and offset must be whole numbers") from None
-    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= 10**9:
-        raise ApiError(400, f"limit must be between 1 and {MAX_PAGE}, offset 0 or more")
-    return limit, offset
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise ApiError(400, "invalid query parameters", problems(exc)) from None
 
 
 def paged(session: Session, query, limit: int, offset: int) -> tuple[list, int | None]:

@@ -3,12 +3,12 @@
 from typing import Annotated
 
 from flask import Blueprint, g
-from pydantic import EmailStr, Field, StringConstraints, model_validator
+from pydantic import BaseModel, EmailStr, Field, StringConstraints, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.api.http import ApiError, Body, authenticated, is_admin, parse, rate_limited, user_or_address
-from services.api.models import Lead, Product, User
+from services.api.http import ApiError, Body, api, authenticated, is_admin, parse, rate_limited, user_or_address
+from services.api.models import Lead, Product, ProductStatus, User
 from shared.contracts import LeadCreated
 from shared.db import transaction
 from shared.outbox import publish
@@ -33,10 +33,21 @@ class NewLead(Body):
         return self
 
 
-def lead_json(lead: Lead) -> dict:
-    return {"id": lead.id, "name": lead.name, "email": lead.email, "phone": lead.phone, "source": lead.source,
-            "product_id": lead.product_id, "assigned_user_id": lead.assigned_user_id,
-            "created_at": lead.created_at.isoformat()}
+class LeadOut(BaseModel):
+    id: int
+    name: str
+    email: str
+    phone: str | None
+    source: str
+    product_id: int | None
+    assigned_user_id: int
+    created_at: str
+
+    @classmethod
+    def of(cls, lead: Lead) -> "LeadOut":
+        return cls(id=lead.id, name=lead.name, email=lead.email, phone=lead.phone, source=lead.source,
+                   product_id=lead.product_id, assigned_user_id=lead.assigned_user_id,
+                   created_at=lead.created_at.isoformat())
 
 
 def lead_created(lead: Lead, assignee: User) -> LeadCreated:
@@ -46,6 +57,7 @@ def lead_created(lead: Lead, assignee: User) -> LeadCreated:
 
 
 @bp.post("/leads")
+@api.operation({201: LeadOut}, body=NewLead, auth=True, errors=[403, 404, 429], tags=["leads"])
 @rate_limited("leads", key=user_or_address)
 @authenticated
 def create_lead():
@@ -58,7 +70,7 @@ def create_lead():
         session.add(lead)
         session.flush()
         publish(session, lead_created(lead, assignee))
-        return lead_json(lead), 201
+        return LeadOut.of(lead), 201
 
 
 def _assignee(session: Session, body: NewLead) -> User:
@@ -66,7 +78,7 @@ def _assignee(session: Session, body: NewLead) -> User:
     sell in public; only admins pick any user, so nobody else can email arbitrary users or probe user ids."""
     if body.product_id is not None:
         product = session.get(Product, body.product_id)
-        if product is None or product.status != "approved":
+        if product is None or product.status != ProductStatus.APPROVED:
             raise ApiError(404, f"product {body.product_id} does not exist")
         return session.get(User, product.seller_id)
     if not is_admin(session, g.user_id):
@@ -79,6 +91,7 @@ def _assignee(session: Session, body: NewLead) -> User:
 
 
 @bp.get("/leads/<int:lead_id>")
+@api.operation({200: LeadOut}, auth=True, errors=[404], tags=["leads"])
 @authenticated
 def get_lead(lead_id: int):
     """Its creator, its assignee and admins see a lead; to anyone else it does not exist."""
@@ -86,7 +99,7 @@ def get_lead(lead_id: int):
         lead = session.get(Lead, lead_id)
         if lead is None or not _visible(session, lead):
             raise ApiError(404, f"lead {lead_id} does not exist")
-        return lead_json(lead)
+        return LeadOut.of(lead)
 
 
 def _visible(session: Session, lead: Lead) -> bool:

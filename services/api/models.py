@@ -1,11 +1,46 @@
 """The api's tables: users, catalog, carts, orders, raw webhook events, leads and in-app notifications."""
 
 from datetime import datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.db import Base as KernelBase
+from shared.status import Lifecycle
+
+
+class ProductStatus(StrEnum):
+    PENDING = "pending"  # awaiting review
+    APPROVED = "approved"  # listed; buyers get the reviewed file
+    REJECTED = "rejected"
+
+
+# An admin's decision may reverse an earlier one; a new file takes an approved product back to review.
+PRODUCT = Lifecycle({ProductStatus.PENDING: {ProductStatus.APPROVED, ProductStatus.REJECTED},
+                     ProductStatus.APPROVED: {ProductStatus.REJECTED, ProductStatus.PENDING},
+                     ProductStatus.REJECTED: {ProductStatus.APPROVED}})
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"  # waiting for the provider's webhook
+    PAID = "paid"
+    FAILED = "failed"  # the provider said the payment failed; a later successful one still pays it
+
+
+ORDER = Lifecycle({OrderStatus.PENDING: {OrderStatus.PAID, OrderStatus.FAILED},
+                   OrderStatus.FAILED: {OrderStatus.PAID, OrderStatus.FAILED}})
+
+
+class WebhookStatus(StrEnum):
+    RECEIVED = "received"  # stored, not yet processed
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # a kind of event that needs no action
+    REJECTED = "rejected"  # genuine, but it does not match an order
+
+
+WEBHOOK = Lifecycle({WebhookStatus.RECEIVED: {WebhookStatus.PROCESSED, WebhookStatus.IGNORED,
+                                              WebhookStatus.REJECTED}})
 
 
 class Base(KernelBase):
@@ -45,8 +80,8 @@ class Product(Base):
     currency: Mapped[str] = mapped_column(sa.String(3))
     file_key: Mapped[str | None] = mapped_column(sa.String(200))  # the current version, content-addressed
     file_sha256: Mapped[str | None] = mapped_column(sa.String(64))
-    status: Mapped[str] = mapped_column(sa.String(16), default="pending", server_default="pending",
-                                        index=True)  # pending | approved | rejected
+    status: Mapped[str] = mapped_column(sa.String(16), default=ProductStatus.PENDING, server_default="pending",
+                                        index=True)
     rejection_reason: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
@@ -64,7 +99,7 @@ class Order(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     reference: Mapped[str] = mapped_column(sa.String(64), unique=True)  # what the provider echoes back
     buyer_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
-    status: Mapped[str] = mapped_column(sa.String(16), default="pending")  # pending | paid
+    status: Mapped[str] = mapped_column(sa.String(16), default=OrderStatus.PENDING)
     provider: Mapped[str] = mapped_column(sa.String(16))
     provider_checkout_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)  # M-Pesa STK request
     provider_payment_id: Mapped[str | None] = mapped_column(sa.String(128))
@@ -97,7 +132,7 @@ class WebhookEvent(Base):
     event_id: Mapped[str] = mapped_column(sa.String(128))
     event_type: Mapped[str] = mapped_column(sa.String(64))
     payload: Mapped[str] = mapped_column(sa.Text)  # the raw body, exactly as signed
-    status: Mapped[str] = mapped_column(sa.String(16), default="received")  # received|processed|ignored|rejected
+    status: Mapped[str] = mapped_column(sa.String(16), default=WebhookStatus.RECEIVED)
     detail: Mapped[str | None] = mapped_column(sa.Text)
     received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now())
     processed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

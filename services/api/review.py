@@ -8,9 +8,9 @@ from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 
 from services.api import files
-from services.api.catalog import product_json
-from services.api.http import ApiError, Body, authenticated, page, paged, parse
-from services.api.models import Notification, Product, User
+from services.api.catalog import ProductOut, ProductPage
+from services.api.http import ApiError, Body, Page, api, authenticated, paged, parse, query
+from services.api.models import PRODUCT, Notification, Product, ProductStatus, User
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
 from shared.outbox import publish
@@ -29,22 +29,26 @@ class Approval(Body):
     file_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
+class ReviewQueue(Page):
+    status: ProductStatus = ProductStatus.PENDING
+
+
 @bp.get("/admin/products")
+@api.operation({200: ProductPage}, query=ReviewQueue, auth=True, errors=[403], tags=["review"])
 @authenticated
 def review_queue():
     """Products awaiting review (`?status=` pending, the default, rejected or approved), oldest first."""
-    status = request.args.get("status", "pending")
-    if status not in ("pending", "approved", "rejected"):
-        raise ApiError(400, "status must be pending, approved or rejected")
-    limit, offset = page()
+    asked = query(ReviewQueue)
+    status, limit, offset = asked.status, asked.limit, asked.offset
     with transaction("api") as session:
         _require_admin(session)
         found, next_offset = paged(session, sa.select(Product).where(Product.status == status).order_by(Product.id),
                                    limit, offset)
-        return {"products": [product_json(p) for p in found], "next_offset": next_offset}
+        return ProductPage(products=[ProductOut.of(p) for p in found], next_offset=next_offset)
 
 
 @bp.get("/admin/products/<int:product_id>/file")
+@api.operation({200: None}, auth=True, errors=[403, 404], tags=["review"])
 @authenticated
 def review_file(product_id: int):
     """The product's current file, for an admin to review; never rendered by the browser."""
@@ -59,34 +63,38 @@ def review_file(product_id: int):
 
 
 @bp.post("/admin/products/<int:product_id>/approve")
+@api.operation({200: ProductOut}, body=Approval, auth=True, errors=[403, 404, 409], tags=["review"])
 @authenticated
 def approve(product_id: int):
     """Approve; with `file_sha256`, only if the product's file is still the version reviewed."""
     with transaction("api") as session:
         _require_admin(session)
         approval = parse(Approval) if request.content_length else Approval()
-        product, seller = _decide(session, product_id, "approved", reviewed_sha256=approval.file_sha256)
+        product, seller = _decide(session, product_id, ProductStatus.APPROVED,
+                                  reviewed_sha256=approval.file_sha256)
         files.pin_unpinned_lines(session, product)
         notify(session, seller.id, "product_approved", f'Your product "{product.title}" was approved',
                "It is now listed in the catalog.", {"product_id": product.id})
         publish(session, ProductApproved(product_id=product.id, title=product.title, seller_id=seller.id,
                                          seller_email=seller.email, seller_name=seller.name,
                                          file_key=product.file_key, file_sha256=product.file_sha256))
-        return product_json(product)
+        return ProductOut.of(product)
 
 
 @bp.post("/admin/products/<int:product_id>/reject")
+@api.operation({200: ProductOut}, body=Rejection, auth=True, errors=[403, 404, 409], tags=["review"])
 @authenticated
 def reject(product_id: int):
+    """Reject, with the reason the seller is told."""
     with transaction("api") as session:
         _require_admin(session)
         body = parse(Rejection)
-        product, seller = _decide(session, product_id, "rejected", body.reason)
+        product, seller = _decide(session, product_id, ProductStatus.REJECTED, body.reason)
         notify(session, seller.id, "product_rejected", f'Your product "{product.title}" was rejected',
                f"Reason: {body.reason}", {"product_id": product.id, "reason": body.reason})
         publish(session, ProductRejected(product_id=product.id, title=product.title, seller_id=seller.id,
                                          seller_email=seller.email, seller_name=seller.name, reason=body.reason))
-        return product_json(product)
+        return ProductOut.of(product)
 
 
 def _require_admin(session: Session) -> None:
@@ -94,7 +102,7 @@ def _require_admin(session: Session) -> None:
         raise ApiError(403, "only an admin can review products")
 
 
-def _decide(session: Session, product_id: int, decision: str, reason: str | None = None,
+def _decide(session: Session, product_id: int, decision: ProductStatus, reason: str | None = None,
             reviewed_sha256: str | None = None) -> tuple[Product, User]:
     """Record the decision in one conditional update, so that of concurrent equal decisions exactly one takes
     effect (and notifies the seller), and an approval of a reviewed version holds only for that version;
@@ -102,7 +110,7 @@ def _decide(session: Session, product_id: int, decision: str, reason: str | None
     _require_admin(session)
     unchanged = [Product.file_sha256 == reviewed_sha256] if reviewed_sha256 else []
     changed = session.execute(
-        sa.update(Product).where(Product.id == product_id, Product.status != decision, *unchanged)
+        sa.update(Product).where(Product.id == product_id, Product.status.in_(PRODUCT.sources(decision)), *unchanged)
         .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
     product = session.get(Product, product_id, populate_existing=True)
     if product is None:

@@ -4,13 +4,14 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from flask import Blueprint, g
-from pydantic import EmailStr, StringConstraints
+from pydantic import BaseModel, EmailStr, StringConstraints
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from services.api.http import (
     ApiError,
     Body,
+    api,
     authenticated,
     current_token_hash,
     issue_token,
@@ -46,7 +47,30 @@ class SignIn(Body):
     password: Annotated[str, StringConstraints(max_length=200)]
 
 
+class Token(BaseModel):
+    id: int  # the user's
+    token: str  # shown once: send it as `Authorization: Bearer <token>`
+    token_expires_at: str
+
+
+class Registered(Token):
+    email: str
+    name: str
+
+
+class Me(BaseModel):
+    id: int
+    email: str
+    name: str
+    is_admin: bool
+
+
+class SignedOut(BaseModel):
+    status: str
+
+
 @bp.post("/users")
+@api.operation({201: Registered}, body=NewUser, errors=[400, 409, 429], tags=["users"])
 @rate_limited("register")
 def register():
     """Register; answers the user and a first token."""
@@ -59,10 +83,11 @@ def register():
             token = issue_token(session, user.id)
     except IntegrityError:
         raise ApiError(409, f"a user with email {body.email} already exists") from None
-    return {"id": user.id, "email": user.email, "name": user.name} | token, 201
+    return Registered(id=user.id, email=user.email, name=user.name, **token), 201
 
 
 @bp.post("/tokens")
+@api.operation({201: Token}, body=SignIn, errors=[400, 401, 429], tags=["users"])
 @rate_limited("sign_in")
 @rate_limited("sign_in", key=sign_in_email)
 def sign_in():
@@ -74,23 +99,26 @@ def sign_in():
         matches = check_password_hash(user.password_hash if known else _NO_USER, body.password)
         if not (known and matches):
             raise ApiError(401, "wrong email or password")
-        return {"id": user.id} | issue_token(session, user.id), 201
+        return Token(id=user.id, **issue_token(session, user.id)), 201
 
 
 @bp.post("/logout")
+@api.operation({200: SignedOut}, auth=True, tags=["users"])
 @authenticated
 def logout():
     """Revoke the token this request carries."""
     revoke(current_token_hash())
-    return {"status": "signed out"}
+    return SignedOut(status="signed out")
 
 
 @bp.get("/me")
+@api.operation({200: Me}, auth=True, tags=["users"])
 @authenticated
 def me():
+    """The signed-in user."""
     with transaction("api") as session:
         user = session.get(User, g.user_id)
-        return {"id": user.id, "email": user.email, "name": user.name, "is_admin": user.is_admin}
+        return Me(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
 
 
 def create_admin(email: str, name: str) -> tuple[int, str]:

@@ -1,6 +1,5 @@
 """Mailer's actors."""
 
-from functools import partial
 
 from dramatiq.middleware import CurrentMessage
 
@@ -11,29 +10,31 @@ from shared.contracts import (
     CampaignControlRequested,
     CampaignRequested,
     DownloadsReady,
+    InvoiceEmailsRequested,
     LeadCreated,
     ProductApproved,
     ProductRejected,
     PurchaseCompleted,
+    subscription,
 )
 from shared.messaging import PeriodicDuties, actor, broker_for, defer
-from shared.outbox import consume
+from shared.outbox import subscriber
 from shared.settings import get_settings
 from shared.storage import LocalStorage
 
 SERVICE = "mailer"
 
 
-@actor(SERVICE, "mailer.on_purchase_completed", queue="mailer.events", time_limit_s=120)
-def on_purchase_completed(envelope: dict) -> None:
+@subscriber(SERVICE, PurchaseCompleted, time_limit_s=120)
+def on_purchase_completed(session, event: PurchaseCompleted, envelope: dict) -> None:
     """Queue the order confirmation; the inbox keeps a redelivery from queueing it twice."""
-    consume(SERVICE, "mailer.on_purchase_completed", envelope, PurchaseCompleted, handlers.on_purchase_completed)
+    handlers.on_purchase_completed(session, event)
 
 
-@actor(SERVICE, "mailer.on_downloads_ready", queue="mailer.events", time_limit_s=120)
-def on_downloads_ready(envelope: dict) -> None:
+@subscriber(SERVICE, DownloadsReady, time_limit_s=120)
+def on_downloads_ready(session, event: DownloadsReady, envelope: dict) -> None:
     """Queue the download-links email; the inbox keeps a redelivery from queueing it twice."""
-    consume(SERVICE, "mailer.on_downloads_ready", envelope, DownloadsReady, handlers.on_downloads_ready)
+    handlers.on_downloads_ready(session, event)
 
 
 @actor(SERVICE, "mailer.deliver_message", queue="mailer.outbound", time_limit_s=60, max_retries=5)
@@ -59,7 +60,11 @@ def carry_on(delay_ms: int, *args) -> None:
     broker_for(SERVICE).enqueue(message.copy(args=args), delay=delay_ms)
 
 
-@actor(SERVICE, "mailer.on_invoice_emails_requested", queue="mailer.invoices", time_limit_s=120)
+# Not through the inbox: a chunk's own record says whether it was sent (and holds it while it is being sent).
+INVOICE_EMAILS = subscription(InvoiceEmailsRequested, SERVICE)
+
+
+@actor(SERVICE, INVOICE_EMAILS.actor, queue=INVOICE_EMAILS.queue, time_limit_s=120)
 def on_invoice_emails_requested(envelope: dict, answers: dict | None = None) -> None:
     """Send a chunk of invoice emails; its attempt is recorded first, so a redelivered chunk is not sent again."""
     settings = get_settings()
@@ -75,48 +80,39 @@ def on_invoice_emails_requested(envelope: dict, answers: dict | None = None) -> 
 
 # Notifications: 3 attempts, 60 s each (seeds 001 and 003); delivery itself retries in deliver_message.
 
-@actor(SERVICE, "mailer.on_lead_created", queue="mailer.events", time_limit_s=60, max_retries=2)
-def on_lead_created(envelope: dict) -> None:
+@subscriber(SERVICE, LeadCreated, time_limit_s=60, max_retries=2)
+def on_lead_created(session, event: LeadCreated, envelope: dict) -> None:
     """Queue the new-lead email to the assigned user; the inbox keeps a redelivery from queueing it twice."""
-    consume(SERVICE, "mailer.on_lead_created", envelope, LeadCreated, _keyed(handlers.on_lead_created, envelope))
+    handlers.on_lead_created(session, envelope["event_id"], event)
 
 
-@actor(SERVICE, "mailer.on_product_approved", queue="mailer.events", time_limit_s=60, max_retries=2)
-def on_product_approved(envelope: dict) -> None:
+@subscriber(SERVICE, ProductApproved, time_limit_s=60, max_retries=2)
+def on_product_approved(session, event: ProductApproved, envelope: dict) -> None:
     """Queue the approval email to the seller; the inbox keeps a redelivery from queueing it twice."""
-    consume(SERVICE, "mailer.on_product_approved", envelope, ProductApproved,
-            _keyed(handlers.on_product_approved, envelope))
+    handlers.on_product_approved(session, envelope["event_id"], event)
 
 
-@actor(SERVICE, "mailer.on_product_rejected", queue="mailer.events", time_limit_s=60, max_retries=2)
-def on_product_rejected(envelope: dict) -> None:
+@subscriber(SERVICE, ProductRejected, time_limit_s=60, max_retries=2)
+def on_product_rejected(session, event: ProductRejected, envelope: dict) -> None:
     """Queue the rejection email, reason included; the inbox keeps a redelivery from queueing it twice."""
-    consume(SERVICE, "mailer.on_product_rejected", envelope, ProductRejected,
-            _keyed(handlers.on_product_rejected, envelope))
-
-
-def _keyed(handler, envelope: dict):
-    """`handler` given the event id too (consume has validated the envelope before it calls this)."""
-    return lambda session, event: handler(session, envelope["event_id"], event)
+    handlers.on_product_rejected(session, envelope["event_id"], event)
 
 
 # Campaigns (seed 002): stored and steered on mailer.events, sent on their own queues.
 
-@actor(SERVICE, "mailer.on_campaign_requested", queue="mailer.events", time_limit_s=120)
-def on_campaign_requested(envelope: dict) -> None:
+@subscriber(SERVICE, CampaignRequested, time_limit_s=120)
+def on_campaign_requested(session, event: CampaignRequested, envelope: dict) -> None:
     """Store a campaign and queue its first sends; the inbox keeps a redelivery from storing it twice."""
     settings = get_settings()
     routing = campaigns.Routing(settings.campaign_bulk_threshold, settings.campaign_chunk_size,
                                 LocalStorage(settings.storage_dir))
-    consume(SERVICE, "mailer.on_campaign_requested", envelope, CampaignRequested,
-            partial(campaigns.on_campaign_requested, routing=routing))
+    campaigns.on_campaign_requested(session, event, routing=routing)
 
 
-@actor(SERVICE, "mailer.on_campaign_control_requested", queue="mailer.events", time_limit_s=120)
-def on_campaign_control_requested(envelope: dict) -> None:
+@subscriber(SERVICE, CampaignControlRequested, time_limit_s=120)
+def on_campaign_control_requested(session, event: CampaignControlRequested, envelope: dict) -> None:
     """Pause, resume or cancel a campaign; the inbox drops a redelivery, and an action out of place is a no-op."""
-    consume(SERVICE, "mailer.on_campaign_control_requested", envelope, CampaignControlRequested,
-            lambda session, event: campaigns.on_campaign_control_requested(session, event, envelope["occurred_at"]))
+    campaigns.on_campaign_control_requested(session, event, envelope["occurred_at"])
 
 
 @actor(SERVICE, "mailer.send_campaign_message", queue="mailer.messages", time_limit_s=60, max_retries=4)

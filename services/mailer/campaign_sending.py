@@ -31,6 +31,7 @@ from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
 from services.mailer.personalise import personalise
 from services.mailer.senders import Outgoing, ProviderUnavailable, SendFailed, send_guarded
+from shared.contracts import CAMPAIGN, CampaignState
 from shared.db import transaction
 from shared.messaging import PermanentError
 
@@ -117,12 +118,12 @@ def _claim_message(session: Session, campaign_id: str, position: int, mail: Mail
     campaign = lock(session, campaign_id)
     if campaign is None:
         raise PermanentError(f"campaign {campaign_id} does not exist")
-    if campaign.status == "cancelled":
+    if campaign.status == CampaignState.CANCELLED:
         session.execute(sa.update(CampaignRecipient).where(
             CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.position == position,
             CampaignRecipient.status == "queued").values(status="cancelled")
             .execution_options(synchronize_session=False))
-    if campaign.status in ("paused", "cancelled"):
+    if campaign.status in (CampaignState.PAUSED, CampaignState.CANCELLED):
         return None  # paused: resuming queues this recipient again (a completed campaign sends one released)
     due = list(session.scalars(_unsettled(campaign_id).where(CampaignRecipient.position == position)))
     if not due:
@@ -136,8 +137,8 @@ def _claim(campaign: Campaign, due: list[CampaignRecipient], mail: Mail) -> dict
     now, in_flight_until = datetime.now(UTC), timedelta(seconds=mail.ambiguous_after_s)
     if any(r.status == "sending" and now - _utc(r.attempted_at) < in_flight_until for r in due):
         raise SendInFlight(f"campaign {campaign.id}: an attempt begun moments ago is sending these recipients")
-    if campaign.status == "queued":
-        campaign.status = "sending"
+    if campaign.status == CampaignState.QUEUED:
+        campaign.status = CAMPAIGN(campaign.status, CampaignState.SENDING)
     claimed = {}
     for r in due:
         if r.status == "sending":
@@ -197,7 +198,7 @@ def _record_message(session: Session, *, campaign_id: str, positions: list[int],
                     outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
     campaign = lock(session, campaign_id)
     outcome = _record(session, campaign, positions, outcomes, mail)
-    if campaign.status == "sending" and _settled(session, campaign):
+    if campaign.status == CampaignState.SENDING and _settled(session, campaign):
         _complete(campaign)
     progressed(session, campaign)
     return outcome
@@ -211,7 +212,7 @@ def _record(session: Session, campaign: Campaign, positions: list[int], outcomes
     rows = list(session.scalars(sa.select(CampaignRecipient).where(
         CampaignRecipient.campaign_id == campaign.id, CampaignRecipient.position.in_(positions),
         CampaignRecipient.status == "sending")))
-    now, cancelled, refused, untried = datetime.now(UTC), campaign.status == "cancelled", [], 0
+    now, cancelled, refused, untried = datetime.now(UTC), campaign.status == CampaignState.CANCELLED, [], 0
     for r in rows:
         if r.position not in answered:
             r.status, r.attempts = "cancelled" if cancelled else "queued", r.attempts - 1
@@ -242,7 +243,7 @@ def _outgoing(campaign: Campaign, r: CampaignRecipient) -> Outgoing:
 
 
 def _complete(campaign: Campaign) -> None:
-    campaign.status, campaign.finished_at = "completed", datetime.now(UTC)
+    campaign.status, campaign.finished_at = CAMPAIGN(campaign.status, CampaignState.COMPLETED), datetime.now(UTC)
     log.info("Campaign %s completed: %d sent, %d failed of %d.", campaign.id, campaign.sent, campaign.failed,
              campaign.total)
 

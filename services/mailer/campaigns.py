@@ -18,7 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.mailer.models import Campaign, CampaignRecipient
-from shared.contracts import CampaignControlRequested, CampaignProgressed, CampaignRequested, Recipient
+from shared.contracts import (
+    ACTIVE_CAMPAIGN,
+    CAMPAIGN,
+    CampaignControlRequested,
+    CampaignProgressed,
+    CampaignRequested,
+    CampaignState,
+    Recipient,
+)
 from shared.messaging import PermanentError
 from shared.outbox import publish, send
 from shared.storage import LocalStorage
@@ -28,7 +36,7 @@ log = logging.getLogger(__name__)
 ROUTES = {"messages": ("mailer.messages", "mailer.send_campaign_message"),
           "priority": ("mailer.high_priority", "mailer.send_campaign_message_priority"),
           "chunks": ("mailer.bulk_messages", "mailer.send_campaign_chunk")}
-ACTIVE = ("queued", "sending")
+ACTIVE = ACTIVE_CAMPAIGN
 FIELDS = frozenset(Recipient.model_fields) - {"email"}
 
 
@@ -55,7 +63,8 @@ def on_campaign_requested(session: Session, event: CampaignRequested, routing: R
     route = "chunks" if len(recipients) >= routing.bulk_threshold else (
         "priority" if event.user_triggered else "messages")
     campaign = Campaign(id=event.campaign_id, title=event.title[:200], subject=event.subject, body=event.body,
-                        user_triggered=event.user_triggered, route=route, status="queued", total=len(recipients),
+                        user_triggered=event.user_triggered, route=route, status=CampaignState.QUEUED,
+                        total=len(recipients),
                         sent=0, failed=0, chunk_size=routing.chunk_size, next_chunk=0)
     session.add(campaign)
     session.flush()
@@ -84,15 +93,16 @@ def on_campaign_control_requested(session: Session, event: CampaignControlReques
         return
     campaign.controlled_at, before = at, campaign.status
     if event.action == "pause" and before in ACTIVE:
-        campaign.status = "paused"  # the chunk or message being sent finishes; nothing after it starts
-    elif event.action == "resume" and before == "paused":
+        # The chunk or message being sent finishes; nothing after it starts.
+        campaign.status = CAMPAIGN(before, CampaignState.PAUSED)
+    elif event.action == "resume" and before == CampaignState.PAUSED:
         if campaign.sent + campaign.failed >= campaign.total:  # the last sends finished during the pause
-            campaign.status, campaign.finished_at = "completed", datetime.now(UTC)
+            campaign.status, campaign.finished_at = CAMPAIGN(before, CampaignState.COMPLETED), datetime.now(UTC)
         else:
-            campaign.status = "sending"
+            campaign.status = CAMPAIGN(before, CampaignState.SENDING)
             dispatch(session, campaign)
-    elif event.action == "cancel" and before in (*ACTIVE, "paused"):
-        campaign.status, campaign.finished_at = "cancelled", datetime.now(UTC)
+    elif event.action == "cancel" and not CAMPAIGN.final(before):
+        campaign.status, campaign.finished_at = CAMPAIGN(before, CampaignState.CANCELLED), datetime.now(UTC)
         _cancel_queued(session, campaign.id)
     else:
         log.info("Campaign %s is %s; %s changes nothing.", campaign.id, before, event.action)

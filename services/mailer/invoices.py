@@ -16,7 +16,7 @@ from services.mailer.delivery import bookkeep, retrying
 from services.mailer.handlers import SendInFlight
 from services.mailer.models import InvoiceChunk
 from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
-from services.mailer.templates import environment
+from services.mailer.templates import subject, template
 from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent, open_envelope
 from shared.db import inbox, insert_ignore, transaction
 from shared.messaging import PermanentError
@@ -30,13 +30,11 @@ MAX_ATTEMPTS = 3  # a temporary refusal is tried again at once, twice, before th
 
 
 def render(invoice: InvoiceEmail, run_id: str) -> Outgoing:
-    env = environment()
     context = {"name": invoice.name, "number": invoice.number, "amount_minor": invoice.amount_minor,
                "currency": invoice.currency, "due_date": invoice.due_date}
-    subject = " ".join(env.get_template("invoice/subject.txt").render(context).split())
     # The id is stable within a run (a resend is recognisable) and new in a retry run.
-    return Outgoing(f"invoice-{invoice.invoice_id}-{run_id[:8]}", invoice.email, subject,
-                    env.get_template("invoice/body.txt").render(context))
+    return Outgoing(f"invoice-{invoice.invoice_id}-{run_id[:8]}", invoice.email, subject("invoice", context),
+                    template("invoice/body.txt").render(context))
 
 
 def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings, answers: dict | None = None) -> None:

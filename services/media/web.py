@@ -11,19 +11,24 @@ from services.media.links import LinkExpired, LinkInvalid, signer
 from services.media.models import DownloadGrant, ProductFile
 from shared import observability
 from shared.db import transaction
+from shared.openapi import Api
 from shared.settings import get_settings, require_real_secrets
 from shared.storage import LocalStorage, safe_content_type, safe_filename
 from shared.web import add_probes, harden
+
+api = Api("Marketplace downloads", "Media's download links: a signed, expiring link per purchased file.")
 
 
 def create_app() -> Flask:
     observability.setup("media-web")
     require_real_secrets("media-web")
-    app = harden(Flask(__name__))
+    app = harden(Flask(__name__, static_folder=None))
     storage = LocalStorage(get_settings().storage_dir)
 
     @app.get("/downloads/<token>")
+    @api.operation({200: None}, errors=[403, 404, 410], tags=["downloads"])
     def download(token: str):
+        """The file of a purchase, when the signed link is genuine and unexpired."""
         try:
             grant_id = signer().grant_id(token)
         except LinkInvalid as exc:
@@ -46,7 +51,8 @@ def create_app() -> Flask:
             raise
         return _attachment(stream, file)
 
-    add_probes(app, "media", publishes_to=())  # it serves files and counts them: it publishes nothing
+    add_probes(app, api, "media", publishes_to=())  # it serves files and counts them: it publishes nothing
+    api.serve(app)
     return app
 
 

@@ -1,0 +1,5 @@
+"""Reports: the sales read model."""
+
+from shared.service import Service
+
+service = Service("reports", __name__)

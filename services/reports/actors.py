@@ -2,13 +2,12 @@
 
 from services.reports import handlers
 from shared.contracts import PurchaseCompleted
-from shared.messaging import actor
-from shared.outbox import consume
+from shared.outbox import subscriber
 
 SERVICE = "reports"
 
 
-@actor(SERVICE, "reports.on_purchase_completed", queue="reports.events", time_limit_s=120)
-def on_purchase_completed(envelope: dict) -> None:
+@subscriber(SERVICE, PurchaseCompleted, time_limit_s=120)
+def on_purchase_completed(session, event: PurchaseCompleted, envelope: dict) -> None:
     """Add the sale to the read model; the inbox keeps a redelivery from counting it twice."""
-    consume(SERVICE, "reports.on_purchase_completed", envelope, PurchaseCompleted, handlers.record_sales)
+    handlers.record_sales(session, event)

@@ -29,7 +29,7 @@ def outbox_script(queue: str, count: int, delayed: int) -> str:
         import json
         import sqlalchemy as sa
         from shared import observability
-        from services import registry
+        from services.market import registry
         from shared.db import outbox, transaction
         from shared.outbox import publisher, send
 

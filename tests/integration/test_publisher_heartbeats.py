@@ -18,7 +18,7 @@ def probe_script(queue: str) -> str:
         import time
         import sqlalchemy as sa
         from shared import observability
-        from services import registry
+        from services.market import registry
         from shared.db import outbox, transaction
         from shared.outbox import publisher, send
 

@@ -11,7 +11,7 @@ from tests.integration.conftest import ROOT
 # One api process on PostgreSQL: concurrent adds of one cart item, concurrent approvals of one product.
 RACE = """
 import json, threading
-from services import registry
+from services.market import registry
 from services.api.app import create_app
 from services.api.users import create_admin
 from shared.db import transaction

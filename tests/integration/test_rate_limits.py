@@ -12,7 +12,7 @@ from tests.integration.conftest import REDIS, ROOT
 REGISTER = """
 import json, sys
 from services.api.app import create_app
-from services import registry
+from services.market import registry
 registry.migrate("api")
 client = create_app().test_client()
 address, start, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -26,13 +26,21 @@ import pytest  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 from werkzeug.test import Client  # noqa: E402
 
-from services import registry, runner  # noqa: E402
 from services.mailer.senders import breaker  # noqa: E402
+from services.market import registry, runner  # noqa: E402
 from shared.db import engine_for, kernel_metadata  # noqa: E402
 from shared.messaging import broker_for  # noqa: E402
 from shared.outbox import publisher  # noqa: E402
 from shared.settings import SERVICES, get_settings  # noqa: E402
 from tests.unit.system import System  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def settings_follow_the_environment():
+    """Once a test is over and its monkeypatched environment restored (autouse: torn down last), settings are
+    read afresh: a worker or publisher thread may have cached the test's own settings in between."""
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from itsdangerous import URLSafeTimedSerializer
 
-from services import registry
 from services.api.payments import paytm_sign
+from services.market import registry
 from shared.db import engine_for, kernel_metadata
 from shared.settings import SERVICES, get_settings
 from tests.unit.conftest import clean_system
@@ -183,7 +183,10 @@ CASES = [
          content_type="application/json", auth="seller"),
     Case("limit zero", "GET", "/products?limit=0", 400, "limit"),
     Case("limit huge", "GET", "/products?limit=100000", 400, "limit"),
-    Case("limit text", "GET", "/products?limit=ten", 400, "whole numbers"),
+    Case("limit text", "GET", "/products?limit=ten", 400, "valid integer"),
+    Case("mine not a yes or no", "GET", "/products?mine=perhaps", 400, "mine"),
+    Case("review status unknown", "GET", "/admin/products?status=lost", 400, "status", auth="admin"),
+    Case("unread not a yes or no", "GET", "/notifications?unread=2", 400, "unread", auth="seller"),
     Case("negative offset", "GET", "/products?offset=-1", 400, "offset"),
     Case("mine without token", "GET", "/products?mine=true", 401, "mine=true"),
     Case("pending product to a stranger", "GET", lambda w: f"/products/{w.pending}", 404, "does not exist",

@@ -8,11 +8,11 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from services import cli
 from services.mailer import actors, campaign_sending, campaigns
 from services.mailer.models import Campaign, CampaignRecipient, InvoiceChunk
 from services.mailer.pacing import Unlimited
 from services.mailer.senders import SendFailed
+from services.market import cli
 from shared.contracts import CampaignControlRequested, InvoiceEmail, InvoiceEmailsRequested, envelope
 from shared.db import transaction
 from shared.settings import get_settings

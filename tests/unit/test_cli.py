@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from services import cli, runner
+from services.market import cli, runner
 from shared.settings import SERVICES, get_settings
 from tests.unit.test_compose import resolve_market_command
 
@@ -82,7 +82,7 @@ def test_serve_runs_threaded_gunicorn_workers_with_the_scrubbing_logger(monkeypa
 
 def test_starting_the_embedded_workers_warns_about_no_middleware_added_twice(tmp_path):
     script = ("import logging; logging.basicConfig(level=logging.DEBUG)\n"
-              "from services import registry, runner\n"
+              "from services.market import registry, runner\n"
               "registry.migrate_all()\n"
               "for worker in runner.start_embedded_workers(threads=1): worker.stop()\n"
               "print('started and stopped')\n")
@@ -104,7 +104,7 @@ def test_worker_passes_a_short_boot_wait_to_dramatiq(monkeypatch):
 
 def test_no_middleware_has_fork_processes_so_a_short_boot_wait_loses_nothing():
     # Dramatiq's boot wait only starts middleware "forks" after the workers booted; with none, it guards nothing.
-    from services import registry
+    from services.market import registry
 
     for service in SERVICES:
         broker = registry.load_actors(service)

@@ -2,7 +2,7 @@
 
 No Docker engine is needed: the file is validated against the compose-spec JSON schema that
 check-jsonschema ships, and every ``market ...`` command in it is resolved through the real click
-group (``services.cli.cli``) without being run.
+group (``services.market.cli.cli``) without being run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import click
 import pytest
 from click.core import ParameterSource
-from ruamel.yaml import YAML  # a dependency of check-jsonschema; PyYAML is not installed
+from ruamel.yaml import YAML  # a dependency of check-jsonschema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -140,7 +140,7 @@ def resolve_market_command(cli: click.Command, argv: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def market_cli() -> click.Group:
-    from services.cli import cli
+    from services.market.cli import cli
 
     return cli
 

@@ -4,8 +4,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services import registry
-from shared.contracts import EVENTS, SUBSCRIPTIONS, PurchaseCompleted, PurchaseLine, envelope, open_envelope
+from services.market import registry
+from shared.contracts import (
+    EVENTS,
+    SUBSCRIPTIONS,
+    LeadCreated,
+    PurchaseCompleted,
+    PurchaseLine,
+    envelope,
+    open_envelope,
+    subscription,
+)
+from shared.outbox import subscriber
 from shared.settings import SERVICES
 
 
@@ -68,3 +78,21 @@ def test_an_envelope_of_another_event_or_a_newer_version_is_refused():
         open_envelope(env | {"version": 2}, PurchaseCompleted)
     with pytest.raises(ValueError, match="expected a purchase.completed"):
         open_envelope(env | {"name": "downloads.ready"}, PurchaseCompleted)
+
+
+def test_a_subscriber_takes_its_name_queue_and_inbox_key_from_its_row_of_the_table():
+    from services.billing import actors
+
+    row = subscription(PurchaseCompleted, "billing")
+    assert (actors.on_purchase_completed.actor_name, actors.on_purchase_completed.queue_name) == (row.actor, row.queue)
+
+
+@pytest.mark.parametrize(("event_type", "service"), [(LeadCreated, "billing"), (PurchaseCompleted, "nobody")])
+def test_a_subscriber_the_table_does_not_list_cannot_be_declared(event_type, service):
+    with pytest.raises(LookupError, match=f"{service} must subscribe to {event_type.name} exactly once"):
+        subscriber(service, event_type, time_limit_s=1)
+
+
+def test_each_service_hears_each_event_by_one_row_at_most():
+    rows = [(event, target.service) for event, targets in SUBSCRIPTIONS.items() for target in targets]
+    assert len(rows) == len(set(rows))

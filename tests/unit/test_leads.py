@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from services.cli import cli
 from services.mailer import actors as mailer_actors
+from services.market.cli import cli
 from shared.db import transaction
 from shared.outbox import relay
 

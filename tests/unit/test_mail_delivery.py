@@ -1,6 +1,7 @@
 """Delivering a stored email exactly once around faults: the attempt is recorded before the send, only the
 bookkeeping is retried, an ambiguous send follows a stated policy, and a message lost in the broker is swept up."""
 
+import json
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -8,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from services import cli
-from services.mailer import actors, reconcile
+from services.mailer import actors, delivery, reconcile
 from services.mailer.models import Campaign, CampaignRecipient
+from services.mailer.senders import ProviderDown, ProviderUnavailable, SendFailed
+from services.market import cli
 from shared.db import engine_for, transaction
 from shared.settings import get_settings
 from tests.unit.test_mailer import message_row, smtp_server, stored_message
@@ -179,3 +181,109 @@ def test_an_operator_settles_a_held_email_as_sent_or_to_send_again(system, smtp,
     assert released.exit_code == 0, released.output
     assert len(smtp.envelopes) == emails
     assert message_row(message_id)["status"] == "sent"
+
+
+class Clock:
+    """Stands in for `delivery.time`: sleeping moves the clock on at once, and the pauses are recorded."""
+
+    def __init__(self):
+        self.now, self.pauses = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, pause: float) -> None:
+        self.pauses.append(pause)
+        self.now += pause
+
+
+# (window in seconds, failed commits before one succeeds or None for never) -> pauses, then whether it gave up
+RETRIES = [
+    (1.0, 0, [], False),
+    (1.0, 2, [0.05, 0.1], False),
+    (1.0, None, [0.05, 0.1, 0.2, 0.4], True),  # 0.75 s in, the next pause (0.8) would pass the window: give up
+    (0.05, None, [0.05], True),  # a pause that ends right at the deadline is still taken
+    (0.0, None, [], True),
+    (9.0, None, [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0], True),  # doubling, at most 2 s apart
+]
+
+
+@pytest.mark.parametrize(("window", "failures", "pauses", "gives_up"), RETRIES)
+def test_the_bookkeeping_is_retried_with_doubling_pauses_until_its_window_is_spent(
+        system, monkeypatch, window, failures, pauses, gives_up):
+    clock, calls = Clock(), []
+    monkeypatch.setattr(delivery, "time", clock)
+
+    def step(session):
+        calls.append(session.execute(sa.text("SELECT 1")).scalar())
+        if failures is None or len(calls) <= failures:
+            raise sa.exc.OperationalError("UPDATE", None, ConnectionError("the database is restarting"))
+        return "recorded"
+
+    if gives_up:
+        with pytest.raises(delivery.OutcomeUnrecorded) as raised:
+            delivery.bookkeep(step, "outbound message m1", {"accepted": True}, window)
+        assert raised.value.outcome == {"accepted": True} and "outbound message m1" in str(raised.value)
+    else:
+        assert delivery.bookkeep(step, "outbound message m1", {"accepted": True}, window) == "recorded"
+    assert clock.pauses == pauses and len(calls) == len(pauses) + 1
+
+
+def test_an_error_that_is_not_the_databases_is_not_retried(system, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(delivery, "time", clock)
+    with pytest.raises(ZeroDivisionError):
+        delivery.retrying(lambda session: 1 / 0, 10)
+    assert clock.pauses == []
+
+
+def test_an_outcome_that_cannot_be_recorded_names_its_message_and_carries_the_outcome_on(system, monkeypatch):
+    monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0)
+    message_id, sent = stored_message(), []
+
+    class Accepting:
+        def send_many(self, messages):
+            sent.extend(messages)
+            return [None] * len(messages)
+
+    with commits_fail(when=lambda: bool(sent), times=1000), \
+            pytest.raises(delivery.OutcomeUnrecorded, match=f"outbound message {message_id}") as raised:
+        delivery.deliver(message_id, Accepting(), get_settings())
+    assert raised.value.outcome == {"accepted": True} and len(sent) == 1
+
+
+class Unreachable:
+    def send_many(self, messages):
+        raise ProviderDown("SMTP 127.0.0.1:1 unreachable")
+
+
+class Broken:
+    def send_many(self, messages):
+        raise KeyError("a transport bug")
+
+
+def test_a_provider_that_cannot_be_reached_gives_the_attempt_back(system):
+    message_id = stored_message()
+    with pytest.raises(ProviderUnavailable, match="unreachable"):
+        delivery.deliver(message_id, Unreachable(), get_settings())
+    row = message_row(message_id)
+    assert (row["status"], row["attempts"], row["error"]) == ("queued", 0, None)
+
+
+def test_a_transport_bug_is_recorded_as_a_temporary_refusal_and_raised(system):
+    message_id = stored_message()
+    with pytest.raises(KeyError):
+        delivery.deliver(message_id, Broken(), get_settings())
+    row = message_row(message_id)
+    assert (row["status"], row["attempts"], row["error"]) == ("queued", 1, "KeyError: 'a transport bug'")
+
+
+@pytest.mark.parametrize(("failure", "outcome"), [
+    (None, {"accepted": True}),
+    (SendFailed("550 no such user", permanent=True), {"accepted": False, "reason": "550 no such user",
+                                                      "permanent": True}),
+    (SendFailed("451 later", permanent=False), {"accepted": False, "reason": "451 later", "permanent": False}),
+])
+def test_an_outcome_travels_as_json_and_comes_back_the_same(failure, outcome):
+    assert delivery.as_outcome(failure) == outcome
+    assert delivery.from_outcome(json.loads(json.dumps(outcome))) == failure

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from services import registry
+from services.market import registry
 from shared.db import create_engine
 from shared.settings import SERVICES
 from tests.migration_checks import MigrationChecks, files, market, revisions

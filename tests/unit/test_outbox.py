@@ -1,6 +1,7 @@
 """The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
 
 import sqlite3
+import threading
 from contextlib import closing
 from datetime import UTC, datetime
 
@@ -9,12 +10,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from dramatiq import Message
 
-from services.cli import cli
+from services.market.cli import cli
 from shared import outbox as outbox_module
 from shared.contracts import PurchaseCompleted, PurchaseLine, envelope
-from shared.db import engine_for, outbox, transaction
+from shared.db import engine_for, inbox, outbox, transaction
 from shared.messaging import broker_for
-from shared.outbox import consume, publish, publisher, purge, relay
+from shared.outbox import consume, publish, publisher, purge, relay, send
+from shared.settings import get_settings
 
 
 def purchase(order_id: int = 1) -> PurchaseCompleted:
@@ -150,6 +152,7 @@ def test_purging_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_keeping
     system.drain()
     with transaction("billing") as session:
         session.execute(sa.text("UPDATE inbox SET handled_at = '2000-01-01 00:00:00'"))
+        session.execute(inbox.insert().values(consumer="billing.recent", event_id="e-recent"))  # kept
     with transaction("api") as session:
         session.execute(sa.text("UPDATE outbox SET sent_at = '2000-01-01 00:00:00' WHERE actor LIKE 'billing.%'"))
         session.execute(outbox.insert().values(id="left-unsent", service="api", queue="api.events",
@@ -157,6 +160,116 @@ def test_purging_deletes_only_sent_outbox_rows_and_inbox_rows_past_their_keeping
 
     assert purge("api") == (1, 0)
     assert purge("billing")[1] == 1
+    assert [r["consumer"] for r in system.rows("billing", "SELECT consumer FROM inbox")] == ["billing.recent"]
     assert [r["actor"] for r in system.rows("api", "SELECT actor FROM outbox ORDER BY actor")] == [
         "api.nothing", "api.on_purchase_completed", "mailer.on_purchase_completed", "media.on_purchase_completed",
         "reports.on_purchase_completed"]
+
+
+def test_a_broker_no_worker_of_this_process_consumes_gets_nothing_and_the_rows_stay_unsent(system, monkeypatch,
+                                                                                            caplog):
+    # A command-line process's in-memory broker: a message put there would be lost, marked sent or not.
+    monkeypatch.setattr(broker_for("billing"), "consumed_here", False)
+    with transaction("api") as session:
+        publish(session, purchase())
+    publisher.flush()
+    assert [r["actor"] for r in system.rows("api", "SELECT actor FROM outbox WHERE sent_at IS NULL")] == [
+        "billing.on_purchase_completed"]
+    assert relay("api", older_than_s=0) == 0  # the relay of such a process leaves it too, and stops
+    assert not [m for m in caplog.messages if m.startswith("Outbox relay")]  # nothing sent, nothing to say
+    assert broker_for("billing").queues["billing.events"].qsize() == 0
+
+    monkeypatch.undo()  # the process that runs billing's workers
+    assert relay("api", older_than_s=0) == 1
+    system.drain()
+    assert unsent(system) == 0 and len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
+
+
+@pytest.mark.parametrize(("purchases", "batch"), [(1, 2), (2, 5), (3, 5), (3, 4), (1, 500)])
+def test_the_relay_sends_every_leftover_row_however_many_batches_it_takes(system, monkeypatch, caplog, purchases,
+                                                                         batch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])  # the broker takes nothing after commit
+    for order_id in range(1, purchases + 1):
+        with transaction("api") as session:
+            publish(session, purchase(order_id))
+    publisher.flush()
+    monkeypatch.undo()
+    calls, real, relaying = [], outbox_module._enqueue, threading.get_ident()
+
+    def counted(rows):  # the relay's calls (this thread), not the publisher thread's for the consumers' events
+        if threading.get_ident() == relaying:
+            calls.append(len(rows))
+        return real(rows)
+
+    monkeypatch.setattr(outbox_module, "_enqueue", counted)
+
+    assert relay("api", older_than_s=0, batch=batch) == 5 * purchases
+    assert f"Outbox relay of api sent {5 * purchases} messages left unsent after commit." in caplog.messages
+    assert unsent(system) == 0
+    full, rest = divmod(5 * purchases, batch)
+    assert calls == [batch] * full + ([rest] if rest else [0])  # a full batch is followed by one more look
+    system.drain()
+    assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2 * purchases
+
+
+def test_the_relay_takes_the_rows_older_than_its_setting_unless_told_an_age(system, monkeypatch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
+    with transaction("api") as session:
+        publish(session, purchase())
+    publisher.flush()
+    monkeypatch.undo()
+
+    assert relay("api") == 0  # 5 s by default: these are the after-commit dispatch's
+    monkeypatch.setattr(get_settings(), "outbox_relay_after_s", 0)
+    assert relay("api") == 5
+    system.drain()
+
+
+class Recorded:
+    """Stands in for a broker's `enqueue`: records what it is given, refuses the payloads in `refuse`."""
+
+    def __init__(self, refuse=()):
+        self.seen, self.refuse = [], refuse
+
+    def __call__(self, message, *, delay=None):
+        if message.args[0] in self.refuse:
+            raise ConnectionError("the broker refused it")
+        self.seen.append((message.message_id, message.queue_name, message.actor_name, message.args, delay))
+
+
+def test_a_row_leaves_as_one_message_named_by_its_id_for_its_actor_on_its_queue_declared_first_after_its_delay(
+        system, monkeypatch):
+    broker, recorded = broker_for("billing"), Recorded()
+    monkeypatch.setattr(broker, "enqueue", recorded)
+    with transaction("api") as session:
+        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 1}, delay_ms=60_000)
+        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 2})
+    publisher.flush()
+
+    first, second = (r["id"] for r in system.rows("api", "SELECT id FROM outbox ORDER BY created_at"))
+    assert recorded.seen == [(first, "billing.probe", "billing.probe_actor", ({"n": 1},), 60_000),
+                             (second, "billing.probe", "billing.probe_actor", ({"n": 2},), None)]
+    assert "billing.probe" in broker.queues and unsent(system) == 0
+
+
+def test_a_message_the_broker_refuses_stays_unsent_and_does_not_hold_back_the_rest(system, monkeypatch, caplog):
+    recorded = Recorded(refuse=[{"n": 1}])
+    monkeypatch.setattr(broker_for("billing"), "enqueue", recorded)
+    with transaction("api") as session:
+        for n in range(3):
+            send(session, "billing", "billing.events", "billing.probe", {"n": n})
+    publisher.flush()
+
+    assert [args for *_, args, _ in recorded.seen] == [({"n": 0},), ({"n": 2},)]
+    [left] = system.rows("api", "SELECT id FROM outbox WHERE sent_at IS NULL")
+    assert f"Could not send outbox message {left['id']} to billing; the relay tries again." in caplog.messages
+
+
+def test_a_handlers_own_integrity_error_is_raised_not_taken_for_a_repeat(system):
+    def duplicates(session, event):
+        for _ in range(2):
+            session.execute(inbox.insert().values(consumer="test.other", event_id="same"))
+
+    with pytest.raises(sa.exc.IntegrityError):
+        consume("billing", "test.consumer", envelope(purchase()), PurchaseCompleted, duplicates)
+    assert system.rows("billing", "SELECT * FROM inbox") == []

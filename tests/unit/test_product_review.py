@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from click.testing import CliRunner
 
-from services.cli import cli
+from services.market.cli import cli
 
 
 def pending_product(system, seller: dict, title: str = "Field Guide") -> dict:

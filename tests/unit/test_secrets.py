@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from services import cli
+from services.market import cli
 from shared import settings as settings_module
 from shared.settings import InsecureSecrets, get_settings, require_real_secrets
 
@@ -159,8 +159,9 @@ def test_market_exits_non_zero_naming_the_variable(tmp_path, argv, variable, val
 
 
 def test_a_worker_started_by_dramatiq_itself_exits_naming_the_variable(tmp_path):
-    done = _run([sys.executable, "-m", "dramatiq", "services.media.worker", "--processes", "1", "--threads", "1"],
-                MARKET_MEDIA_SIGNING_SECRET="dev-media-secret-change-me", MARKET_DATA_DIR=str(tmp_path))
+    done = _run([sys.executable, "-m", "dramatiq", "services.market.worker", "--processes", "1", "--threads", "1"],
+                MARKET_MEDIA_SIGNING_SECRET="dev-media-secret-change-me", MARKET_DATA_DIR=str(tmp_path),
+                MARKET_WORKER_SERVICE="media")
     assert done.returncode != 0
     assert "MARKET_MEDIA_SIGNING_SECRET" in done.stdout + done.stderr
 

@@ -45,8 +45,7 @@ class Scripted:
         return reply
 
     async def handle_RSET(self, server, session, envelope):
-        self.commands.append(("RSET", None))
-        return "250 OK"
+        return self._answer(server, "RSET", None, "250 OK")
 
 
 class Hangups(Controller):
@@ -110,7 +109,7 @@ def test_a_connection_dropped_mid_batch_reports_the_rest_as_not_sent(command):
     assert handler.delivered == ["r0@example.com", "r1@example.com"]
     assert outcomes[:2] == [None, None]
     assert len(outcomes) == 5
-    assert all(o is not None and not o.permanent for o in outcomes[2:])
+    assert all(o.permanent is False and o.reason.startswith("connection lost: ") for o in outcomes[2:])
 
 
 def test_a_connection_dropped_on_the_first_message_means_the_provider_is_down():
@@ -130,13 +129,25 @@ CODES = [(421, False), (450, False), (451, False), (452, False), (499, False),
 @pytest.mark.parametrize(("code", "permanent"), CODES)
 def test_a_refusal_is_permanent_exactly_when_its_code_is_5xx(command, code, permanent):
     with server({(command, "r0@example.com"): f"{code} refused"}) as (handler, _, sender):
-        outcomes = sender.send_many(batch(2))
+        outcomes = sender.send_many(batch(3))
 
-    assert outcomes[0] is not None and outcomes[0].permanent is permanent and str(code) in outcomes[0].reason
-    if code == 421:  # the server closes the connection: the next message waits for the next attempt
-        assert outcomes[1] is not None and not outcomes[1].permanent and handler.delivered == []
+    assert len(outcomes) == 3
+    assert outcomes[0].permanent is permanent and str(code) in outcomes[0].reason
+    if code == 421:  # the server closes the connection: the next messages wait for the next attempt
+        assert handler.delivered == []
+        assert all(o.permanent is False and o.reason.startswith("connection closed by the server after: ")
+                   for o in outcomes[1:])
     else:
-        assert outcomes[1] is None and handler.delivered == ["r1@example.com"]
+        assert outcomes[1:] == [None, None] and handler.delivered == ["r1@example.com", "r2@example.com"]
+
+
+def test_a_server_that_hangs_up_on_the_reset_after_a_refusal_leaves_the_rest_for_the_next_attempt():
+    with server({("RCPT", "r0@example.com"): "550 no", ("RSET", None): "drop"}) as (handler, _, sender):
+        outcomes = sender.send_many(batch(3))
+
+    assert outcomes[0].permanent is True and handler.delivered == []
+    assert len(outcomes) == 3 and all(
+        o.permanent is False and o.reason.startswith("connection closed by the server after: ") for o in outcomes[1:])
 
 
 @pytest.mark.parametrize("command", ["RCPT", "DATA"])

@@ -8,9 +8,8 @@ import time
 import click
 from dramatiq import Worker
 
-from services import registry
+from services.market import registry
 from shared import observability
-from shared.messaging import add_worker_duties
 from shared.settings import SERVICES, get_settings
 
 
@@ -33,7 +32,7 @@ def start_embedded_workers(threads: int = 4) -> list[Worker]:
     workers = []
     for service in SERVICES:
         broker = registry.load_actors(service)
-        add_worker_duties(service)
+        registry.add_worker_duties(service)
         worker = Worker(broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         workers.append(worker)

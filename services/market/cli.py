@@ -7,7 +7,7 @@ import sys
 import click
 import sqlalchemy as sa
 
-from services import registry
+from services.market import registry
 from shared.migrations import SchemaDrift
 from shared.settings import SERVICES, InsecureSecrets, get_settings, require_real_secrets
 
@@ -25,7 +25,7 @@ def cli() -> None:
 def up(bind: str | None, port: int | None) -> None:
     """Run everything: one process with no servers by default, or one process per service
     when broker URLs (MARKET_BROKER_URL, MARKET_<SERVICE>_BROKER_URL) point at RabbitMQ or Redis."""
-    from services import runner
+    from services.market import runner
 
     if bind or port:
         host, _, default_port = (bind or get_settings().api_bind).rpartition(":")
@@ -65,11 +65,12 @@ def makemigration(service: str, message: str) -> None:
 
 @cli.command()
 @click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
-@click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND)")
+@click.option("--bind", help="host:port (default MARKET_API_BIND / MARKET_MEDIA_BIND / MARKET_MAILER_BIND)")
 @click.option("--workers", type=int, help="gunicorn worker processes (default MARKET_WEB_WORKERS)")
 @click.option("--threads", type=click.IntRange(1), help="threads per worker process (default MARKET_WEB_THREADS)")
 def serve(app: str, bind: str | None, workers: int | None, threads: int | None) -> None:
-    """Serve the api or media's download app under gunicorn (threaded workers)."""
+    """Serve a web app under gunicorn (threaded workers): the api, media's download app, or the mailer's queue
+    metrics (GET /queues: depth and oldest wait per queue, for autoscalers)."""
     _require_real_secrets(f"{app}-web")
     settings = get_settings()
     bind = bind or getattr(settings, f"{app}_bind")
@@ -84,6 +85,15 @@ def serve(app: str, bind: str | None, workers: int | None, threads: int | None) 
 
 
 @cli.command()
+@click.argument("app", type=click.Choice(sorted(registry.WEB_APPS)))
+@click.option("-o", "--output", type=click.File("w"), default="-", help="the file to write (default: standard output)")
+def openapi(app: str, output) -> None:
+    """Write the OpenAPI 3.1 document of the api or media's download app (also served at /openapi.json)."""
+    json.dump(registry.openapi(app), output, indent=2)
+    output.write("\n")
+
+
+@cli.command()
 @service_arg
 @click.option("--processes", type=int, help="worker processes (default MARKET_WORKER_PROCESSES)")
 @click.option("--threads", type=int, help="threads per process (default MARKET_WORKER_THREADS)")
@@ -91,12 +101,29 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
     """Run one Dramatiq worker for SERVICE, consuming only its own queues."""
     _require_real_secrets(f"{service}-worker")
     settings = get_settings()
-    args = ["dramatiq", f"services.{service}.worker", "--queues", *registry.queues(service),
+    os.environ["MARKET_WORKER_SERVICE"] = service  # read by services.market.worker, in every worker process
+    args = ["dramatiq", "services.market.worker", "--queues", *registry.queues(service),
             "--processes", str(processes or settings.worker_processes),
             "--threads", str(threads or settings.worker_threads),
             "--worker-shutdown-timeout", str(settings.worker_shutdown_timeout_ms),
             "--worker-fork-timeout", str(settings.worker_boot_wait_ms)]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
+
+
+@cli.command("worker-health")
+@service_arg
+@click.option("--max-age", type=click.FloatRange(0, min_open=True),
+              help="seconds a heartbeat may be old (default 3 × MARKET_HEARTBEAT_INTERVAL_S)")
+def worker_health(service: str, max_age: float | None) -> None:
+    """Exit 0 when every SERVICE worker process on this host consumes (its consumers heard from the broker
+    lately: a fresh heartbeat file), else 1 naming what is wrong. The workers' liveness and readiness probe."""
+    from shared.heartbeat import health
+
+    settings = get_settings()
+    fine, sentence = health(settings.heartbeats_dir, service, max_age or 3 * settings.heartbeat_interval_s)
+    if not fine:
+        raise click.ClickException(sentence)
+    click.echo(sentence)
 
 
 @cli.command()
@@ -105,7 +132,7 @@ def worker(service: str, processes: int | None, threads: int | None) -> None:
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for every service")
 def demo(api_url: str, provider: str, timeout: float) -> None:
     """Buy a product through a correctly signed webhook and show what each service did."""
-    from services.demo import run_demo
+    from services.market.demo import run_demo
 
     run_demo((api_url or f"http://{get_settings().api_bind}").rstrip("/"), provider, timeout)
 
@@ -119,7 +146,7 @@ def demo(api_url: str, provider: str, timeout: float) -> None:
 def pay(order_id: int, buyer_token: str, api_url: str | None, timeout: float) -> None:
     """Pay a pending order as its provider would (a webhook signed with this system's secret), then show what
     each service did. For development and demos: it signs with the secret in this command's environment."""
-    from services.demo import pay as pay_order
+    from services.market.demo import pay as pay_order
 
     pay_order((api_url or f"http://{get_settings().api_bind}").rstrip("/"), order_id, buyer_token, timeout)
 
@@ -133,7 +160,7 @@ def failed() -> None:
 @service_arg
 def failed_list(service: str) -> None:
     """List SERVICE's failed jobs, oldest first, with the last line of each error."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     rows = failed_jobs.listing(service)
     for row in rows:
@@ -148,7 +175,7 @@ def failed_list(service: str) -> None:
 @click.option("--all", "everything", is_flag=True, help="retry every failed job of SERVICE")
 def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
     """Send failed jobs of SERVICE again (by id, or --all) with a fresh retry budget; they leave the store."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     if not ids and not everything:
         raise click.UsageError("name the failed job ids to retry, or pass --all")
@@ -161,7 +188,7 @@ def failed_retry(service: str, ids: tuple[str, ...], everything: bool) -> None:
 @click.argument("ids", nargs=-1, required=True)
 def failed_forget(service: str, ids: tuple[str, ...]) -> None:
     """Delete failed jobs of SERVICE by id, without retrying them."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     click.echo(f"Forgot {failed_jobs.forget(service, _ids(ids))} failed job(s) of {service}.")
 
@@ -170,7 +197,7 @@ def failed_forget(service: str, ids: tuple[str, ...]) -> None:
 @service_arg
 def failed_flush(service: str) -> None:
     """Delete every failed job of SERVICE, without retrying them."""
-    from services import failed_jobs
+    from shared import failed_jobs
 
     click.echo(f"Flushed {failed_jobs.forget(service, None)} failed job(s) of {service}.")
 
@@ -236,7 +263,7 @@ def mail_release(held_ids: tuple[str, ...], went_out: bool | None) -> None:
 @click.option("--per-user", type=click.IntRange(1), default=3, show_default=True)
 def seed_invoices(users: int, per_user: int) -> None:
     """Create customers with several invoices each in billing's database, in bulk."""
-    from services import runs
+    from services.billing import runs
 
     registry.migrate("billing")
     runs.seed(users, per_user)
@@ -250,7 +277,7 @@ def seed_invoices(users: int, per_user: int) -> None:
 def send_invoices(chunk: int | None, retry_failed: bool, no_wait: bool) -> None:
     """Email the last invoice of every customer through the mailer, with live progress.
     Running it again resumes an unfinished run; an invoice already emailed is never sent again."""
-    from services import runs
+    from services.billing import runs
 
     runs.send(chunk or get_settings().invoice_chunk_size, retry_failed, wait=not no_wait)
 
@@ -272,7 +299,7 @@ def create_admin(email: str, name: str, api_url: str | None) -> None:
     """Create an admin, who approves and rejects products, or make an existing user one. Writes to the api's
     database named by this command's settings; when an API is running, it must use the same database."""
     from services.api.users import create_admin as make_admin
-    from services.demo import same_system
+    from services.market.demo import same_system
 
     same_system((api_url or f"http://{get_settings().api_bind}").rstrip("/"), required=False)
     registry.migrate("api")

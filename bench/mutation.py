@@ -1,0 +1,136 @@
+"""Mutation testing of the money, delivery and signature modules: which changes to the code no unit test notices.
+
+Each module runs in its own mutmut work folder (`mutants/<module>/`): mutmut copies the project there, changes
+one thing at a time (a `<` to `<=`, a constant, a dropped call) and runs only the unit tests that reach the
+changed function, among the module's own test files below. A mutant no test notices survives. Prints one line
+per module (mutants, killed, survived, timeout, score) and each survivor's change. Usage:
+
+    python3 dev.py mutate                          # every module
+    python3 dev.py mutate senders outbox --jobs 2  # some, two modules at a time
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "mutants"
+MUTMUT = Path(sys.executable).with_name("mutmut")
+WEBHOOK_TESTS = ["tests/unit/test_payment_readers.py", "tests/unit/test_webhook_bad_input.py"]
+
+# module name -> (source file, the unit test files that speak of it)
+MODULES = {
+    "payments/common": ("services/api/payments/common.py",
+                        ["tests/unit/test_webhooks_stripe.py", "tests/unit/test_webhooks_paytm.py",
+                         "tests/unit/test_webhooks_mpesa.py", *WEBHOOK_TESTS]),
+    "payments/stripe": ("services/api/payments/stripe.py", ["tests/unit/test_webhooks_stripe.py", *WEBHOOK_TESTS]),
+    "payments/paytm": ("services/api/payments/paytm.py", ["tests/unit/test_webhooks_paytm.py", *WEBHOOK_TESTS]),
+    "payments/mpesa": ("services/api/payments/mpesa.py", ["tests/unit/test_webhooks_mpesa.py", *WEBHOOK_TESTS]),
+    "outbox": ("shared/outbox.py", ["tests/unit/test_outbox.py", "tests/unit/test_publisher.py"]),
+    "publisher": ("shared/publisher.py", ["tests/unit/test_publisher.py", "tests/unit/test_outbox.py"]),
+    "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
+                                               "tests/unit/test_smtp_security.py", "tests/unit/test_mailer.py"]),
+    "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py", "tests/unit/test_mailer.py"]),
+    "links": ("services/media/links.py", ["tests/unit/test_downloads.py"]),
+    "grants": ("services/media/handlers.py", ["tests/unit/test_downloads.py"]),
+}
+DETECTED = {"killed", "timeout", "caught by type check"}
+
+
+@dataclass
+class Score:
+    module: str
+    statuses: dict[str, str] = field(default_factory=dict)  # mutant name -> mutmut's status
+    changes: dict[str, str] = field(default_factory=dict)  # survivor -> its change, as a diff's -/+ lines
+    error: str = ""
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for s in self.statuses.values() if s in statuses)
+
+    @property
+    def survivors(self) -> list[str]:
+        return sorted(name for name, status in self.statuses.items() if status not in DETECTED)
+
+    @property
+    def percent(self) -> float:
+        return 100 * (len(self.statuses) - len(self.survivors)) / len(self.statuses) if self.statuses else 0.0
+
+
+def workdir(module: str) -> Path:
+    """A folder that looks like the project to mutmut, whose config names only `module` and its tests."""
+    folder = WORK / module.replace("/", "-")
+    shutil.rmtree(folder, ignore_errors=True)  # a fresh run: earlier verdicts were against earlier tests
+    folder.mkdir(parents=True)
+    for name in ("services", "shared", "tests"):
+        (folder / name).symlink_to(ROOT / name)
+    source, tests = MODULES[module]
+    config = (ROOT / "pyproject.toml").read_text()
+    assert "[tool.mutmut]" not in config
+    (folder / "pyproject.toml").write_text(config + "\n[tool.mutmut]\n" + "\n".join([
+        'source_paths = ["services", "shared"]',
+        f'only_mutate = ["{source}"]',
+        f"pytest_add_cli_args_test_selection = {tests!r}".replace("'", '"'),
+        # The project's addopts summary lines are noise in a child's output; the cache would be shared.
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-o", "addopts="]',
+        "use_git_change_detection = false",
+    ]) + "\n")
+    return folder
+
+
+def mutate(module: str) -> Score:
+    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process)."""
+    folder, score = workdir(module), Score(module)
+    log = folder / "mutmut.log"
+    with log.open("w") as out:
+        run = subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=folder, stdout=out,
+                             stderr=subprocess.STDOUT, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
+    if run.returncode != 0:
+        score.error = f"mutmut exited with {run.returncode}; see {log.relative_to(ROOT)}"
+        return score
+    listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, capture_output=True, text=True,
+                            check=True).stdout
+    score.statuses = dict(re.findall(r"^\s+(\S+): (.+)$", listed, re.MULTILINE))
+    for name in score.survivors:
+        diff = subprocess.run([str(MUTMUT), "show", name], cwd=folder, capture_output=True, text=True).stdout
+        score.changes[name] = " / ".join(line.strip() for line in diff.splitlines()
+                                         if line[:1] in "-+" and line[:3] not in ("---", "+++"))
+    return score
+
+
+def report(scores: list[Score]) -> str:
+    lines = [f"{'module':<18}{'mutants':>8}{'killed':>8}{'survived':>9}{'timeout':>8}{'score':>8}"]
+    for s in scores:
+        if s.error:
+            lines.append(f"{s.module:<18} {s.error}")
+            continue
+        lines.append(f"{s.module:<18}{len(s.statuses):>8}{s.count('killed', 'caught by type check'):>8}"
+                     f"{len(s.survivors):>9}{s.count('timeout'):>8}{s.percent:>7.1f}%")
+    for s in scores:
+        for name in s.survivors:
+            lines.append(f"\n{s.statuses[name]}: {name}\n    {s.changes.get(name, '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of: {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="modules mutated at the same time (default 1)")
+    parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 when a module scores below this")
+    args = parser.parse_args(argv)
+    if unknown := [m for m in args.modules if m not in MODULES]:
+        parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    modules = args.modules or list(MODULES)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        scores = list(pool.map(mutate, modules))
+    print(report(scores))
+    return 0 if all(not s.error and s.percent >= args.min_score for s in scores) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
