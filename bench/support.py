@@ -177,8 +177,8 @@ def _kind(command: list[str]) -> str | None:
     if "gunicorn" in command:
         app = next(arg for arg in command if arg.endswith(":create_app()"))  # services.<name>.<module>:create_app()
         return f"{app.split('.')[1]} web"
-    if "dramatiq" in command:
-        return f"{command[command.index('dramatiq') + 1].split('.')[1]} worker"
+    if "dramatiq" in command:  # one worker module for all: the service is known by its queues, <service>.<name>
+        return f"{command[command.index('--queues') + 1].split('.')[0]} worker"
     return None
 
 
@@ -275,6 +275,7 @@ SENDERS = 48  # client threads, each with its own keep-alive connection
 class Sent:
     index: int
     latency_ms: float  # from when it was due, so a server that falls behind is charged for the queue it builds
+    late_ms: float  # of that, how late this client sent it: a client starved of CPU charges the server for its lag
     answered_at: float  # time.time() of the answer, to compare with timestamps other processes wrote
     ok: bool
 
@@ -295,6 +296,7 @@ def open_loop(port: int, path: str, bodies: list[tuple[bytes, dict]], rate: floa
                 return
             due = start + i / rate
             time.sleep(max(0.0, due - time.perf_counter()))
+            began = time.perf_counter()
             try:
                 connection.request("POST", path, *bodies[i])
                 response = connection.getresponse()
@@ -303,7 +305,7 @@ def open_loop(port: int, path: str, bodies: list[tuple[bytes, dict]], rate: floa
             except OSError:
                 connection.close()
                 ok = False
-            done = Sent(i, (time.perf_counter() - due) * 1000, time.time(), ok)
+            done = Sent(i, (time.perf_counter() - due) * 1000, (began - due) * 1000, time.time(), ok)
             with lock:
                 sent.append(done)
 

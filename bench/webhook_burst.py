@@ -4,10 +4,11 @@ Starts `market up` (embedded: one process, werkzeug's threaded server, SQLite; p
 one worker per service, PostgreSQL, RabbitMQ), makes one pending Stripe order per webhook over HTTP,
 releases every webhook at the same moment from its own connection, and prints the slowest answer, the
 median, the errors, how long until every order was paid, and any pool or lock errors in the log.
-The processes mode needs the integration tests' servers; it runs on a RabbitMQ vhost of its own when
-`rabbitmqctl` is at hand, so that nothing else consuming the default vhost takes its messages. Usage:
+The processes mode needs the integration tests' servers, and takes its RabbitMQ as
+support.add_broker_options says. Usage:
 
     .venv/bin/python bench/webhook_burst.py [--burst 100] [--mode embedded|processes|both] [--web-workers 2]
+                                            [--amqp-url URL]
 """
 
 import argparse
@@ -29,13 +30,14 @@ from support import (
     ROOT,
     SECRET,
     UNLIMITED,
+    add_broker_options,
     answers,
+    brokers,
     call,
     clean_env,
     drop_databases,
     free_port,
     fresh_database_template,
-    own_vhost,
     pending_orders,
     signed,
     wait_until,
@@ -122,21 +124,19 @@ def embedded(count: int) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def processes(count: int, web_workers: int) -> None:
+def processes(args: argparse.Namespace) -> None:
     data, port = Path(tempfile.mkdtemp(prefix="mkt-burst-")), free_port()
-    databases, vhost = fresh_database_template(), own_vhost()
-    env = clean_env(MARKET_DATA_DIR=str(data / "var"), MARKET_API_BIND=f"127.0.0.1:{port}",
-                    MARKET_MEDIA_BIND=f"127.0.0.1:{free_port()}", MARKET_DATABASE_URL=databases,
-                    MARKET_BROKER_URL=f"amqp://guest:guest@127.0.0.1:5672/{vhost or '%2F'}",
-                    MARKET_WEB_WORKERS=str(web_workers), MARKET_STRIPE_WEBHOOK_SECRET=SECRET,
-                    MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
+    databases = fresh_database_template()
     try:
-        measure(f"processes (gunicorn {web_workers} gthread workers, PostgreSQL, RabbitMQ)", env, port, count,
-                data / "up.log")
+        with brokers(args) as (amqp, _):  # every service on RabbitMQ here
+            env = clean_env(MARKET_DATA_DIR=str(data / "var"), MARKET_API_BIND=f"127.0.0.1:{port}",
+                            MARKET_MEDIA_BIND=f"127.0.0.1:{free_port()}", MARKET_DATABASE_URL=databases,
+                            MARKET_BROKER_URL=amqp, MARKET_WEB_WORKERS=str(args.web_workers),
+                            MARKET_STRIPE_WEBHOOK_SECRET=SECRET, MARKET_LOG_LEVEL="WARNING", **UNLIMITED)
+            measure(f"processes (gunicorn {args.web_workers} gthread workers, PostgreSQL, RabbitMQ)", env, port,
+                    args.burst, data / "up.log")
     finally:
         drop_databases(databases)
-        if vhost:
-            subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -145,11 +145,12 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100, help="webhooks sent at once, one order each")
     parser.add_argument("--mode", choices=["embedded", "processes", "both"], default="both")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers in the processes mode")
+    add_broker_options(parser)
     args = parser.parse_args()
     if args.mode in ("embedded", "both"):
         embedded(args.burst)
     if args.mode in ("processes", "both"):
-        processes(args.burst, args.web_workers)
+        processes(args)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,10 @@ def climb(port: int, path: str, rates: list[int], seconds: float, bodies) -> lis
         p50, p95, p99 = percentiles([s.latency_ms for s in sent])
         errors = sum(not s.ok for s in sent)
         results.append((rate, len(sent) / elapsed, p50, p95, p99, errors))
-        print(f"  offered {rate:>4}/s: achieved {results[-1][1]:6.1f}/s  p50 {p50:7.1f} ms  "
-              f"p95 {p95:7.1f} ms  p99 {p99:7.1f} ms  errors {errors}", flush=True)
+        late = percentiles([s.late_ms for s in sent])
+        print(f"  offered {rate:>4}/s: achieved {results[-1][1]:6.1f}/s  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  "
+              f"p99 {p99:7.1f} ms  errors {errors}  (the client sent late by p50 {late[0]:.1f} ms, p99 {late[2]:.1f})",
+              flush=True)
         if p99 > P99_LIMIT_MS or errors:
             break
         time.sleep(1)  # let the workers catch up a little between steps

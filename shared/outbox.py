@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 
 import sqlalchemy as sa
 from dramatiq import Message
@@ -44,6 +44,40 @@ def send(session: Session, service: str, queue: str, actor: str, payload: dict,
     """Write one message for `actor` on `service`'s broker; it leaves after commit, `delay_ms` later if given.
     (The relay, which only sends what a crash left behind, sends such a row without its delay.)"""
     _write(session, [_row(service, queue, actor, payload)], delay_ms)
+
+
+def insert_and_send(service: str, table: sa.Table, values: dict, key: str, queue: str, actor: str) -> int:
+    """Insert one row of `table` with `values` and write, in the same commit, a message for `actor` whose payload
+    is {key: the row's id}; returns the id. On PostgreSQL this is one autocommitted statement: one round trip to
+    the database where a transaction takes four (BEGIN, two INSERTs, COMMIT), which under load is most of a
+    webhook's answer time. Elsewhere, a transaction."""
+    engine = engine_for(service)
+    if engine.dialect.name != "postgresql":
+        with transaction(service) as session:
+            row_id = session.scalar(table.insert().values(**values).returning(table.c.id))
+            send(session, service, queue, actor, {key: row_id})
+        return row_id
+    row = _row(service, queue, actor, {})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        payload = conn.scalar(_inserted_with_message(table, tuple(values), key),
+                              values | {f"outbox_{name}": row[name] for name in _MESSAGE_COLUMNS})
+    publisher.submit(service, [row | {"payload": payload, "delay_ms": None}])  # its connection is back in the pool
+    return payload[key]
+
+
+_MESSAGE_COLUMNS = ("id", "service", "queue", "actor", "created_at")
+
+
+@cache
+def _inserted_with_message(table: sa.Table, columns: tuple[str, ...], key: str) -> sa.Insert:
+    """A data-modifying CTE inserting a row of `table` and an outbox row naming its id, built once: building it
+    for every webhook was a third of the web worker's CPU. The values are bound at execution."""
+    inserted = table.insert().values({name: sa.bindparam(name) for name in columns}).returning(table.c.id)
+    inserted = inserted.cte("inserted")
+    bound = [sa.bindparam(f"outbox_{name}", type_=outbox.c[name].type) for name in _MESSAGE_COLUMNS]
+    return outbox.insert().from_select(
+        [*_MESSAGE_COLUMNS, "payload"],
+        sa.select(*bound, sa.func.json_build_object(key, inserted.c.id))).returning(outbox.c.payload)
 
 
 def _row(service: str, queue: str, actor: str, payload: dict) -> dict:

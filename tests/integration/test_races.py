@@ -76,3 +76,51 @@ def test_insert_ignore_says_whether_it_inserted_on_postgresql(databases):
     table.create(engine)
     with Session(engine) as session, session.begin():
         assert [insert_ignore(session, table, a=1), insert_ignore(session, table, a=1)] == [True, False]
+
+
+# One api process on PostgreSQL: one Stripe webhook delivered six times at once, and a second one.
+DELIVERIES = """
+import hashlib, hmac, json, threading, time
+import sqlalchemy as sa
+from services import registry
+from services.api.app import create_app
+from shared.db import transaction
+
+registry.migrate("api")
+client = create_app().test_client()
+def signed(event_id):
+    body = json.dumps({"id": event_id, "type": "payment_intent.succeeded", "data": {"object": {}}}).encode()
+    ts = int(time.time())
+    sig = hmac.new(b"whsec_race_secret_0123456789abcdef", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={ts},v1={sig}", "Content-Type": "application/json"}
+
+barrier, answers = threading.Barrier(6), []
+def deliver():
+    body, headers = signed("evt_race")
+    barrier.wait()
+    answers.append(client.post("/webhooks/stripe", data=body, headers=headers).json["status"])
+threads = [threading.Thread(target=deliver) for _ in range(6)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+body, headers = signed("evt_other")
+answers.append(client.post("/webhooks/stripe", data=body, headers=headers).json["status"])
+with transaction("api") as session:
+    events = dict(session.execute(sa.text("SELECT event_id, id FROM webhook_events")).all())
+    messages = [json.loads(p) if isinstance(p, str) else p for p in session.scalars(
+        sa.text("SELECT payload FROM outbox WHERE actor = 'api.process_webhook'"))]
+print(json.dumps({"answers": sorted(answers), "events": events, "messages": messages}))
+"""
+
+
+def test_a_webhook_delivered_many_times_at_once_on_postgresql_is_stored_once_with_one_message(tmp_path, databases):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_")}
+    env.update({"MARKET_DATA_DIR": str(tmp_path), "MARKET_DATABASE_URL": databases.template,
+                "MARKET_STRIPE_WEBHOOK_SECRET": "whsec_race_secret_0123456789abcdef"})
+    done = subprocess.run([sys.executable, "-c", DELIVERIES], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert result["answers"] == ["accepted", "accepted"] + ["duplicate"] * 5
+    assert sorted(result["events"]) == ["evt_other", "evt_race"]
+    assert sorted(m["webhook_event_id"] for m in result["messages"]) == sorted(result["events"].values())
