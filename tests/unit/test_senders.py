@@ -138,6 +138,17 @@ def test_the_simulated_provider_waits_a_delay_in_its_range_per_send_overlapping_
     assert sleeps.most == most
 
 
+def test_a_simulated_provider_with_delays_still_answers_its_failures(sleeps):
+    outcomes = SimulatedSender(min_delay_ms=10, max_delay_ms=20, error_rate=1.0).send_many(batch(5))
+    assert len(sleeps.delays) == 5 and outcomes == [SendFailed("simulated provider error 451", permanent=False)] * 5
+
+
+def test_the_simulated_provider_is_the_seeds_mock_unless_told_otherwise():
+    sender = SimulatedSender()  # 20-80 ms a send, 1% temporary errors
+    assert (sender.min_delay, sender.max_delay, sender.error_rate, sender.seed, sender.concurrency) == (
+        0.02, 0.08, 0.01, 0, 1000)
+
+
 def test_a_simulated_provider_without_delay_answers_at_once(sleeps):
     assert SimulatedSender(0, 0, error_rate=0.0).send_many(batch(3)) == [None] * 3
     assert sleeps.delays == []
