@@ -8,6 +8,7 @@ import threading
 from shared import outbox as outbox_module
 from shared.db import transaction
 from shared.outbox import publish, publisher
+from shared.publisher import BATCH, Publisher
 from tests.unit.test_outbox import purchase, unsent
 
 
@@ -73,3 +74,46 @@ def test_a_short_lived_process_sends_its_rows_before_it_exits(tmp_path):
 
     assert done.returncode == 0, done.stderr
     assert sent.read_text() == "api:2\n"
+
+
+def test_the_publisher_sends_at_most_a_batch_at_a_time_one_owner_at_a_time_in_its_named_thread():
+    calls = []
+    publisher = Publisher(lambda owner, rows: calls.append((threading.current_thread().name, owner, len(rows),
+                                                            rows[0]["n"])), lambda: [])
+    publisher.submit("api", [{"n": n} for n in range(BATCH * 2 + 1)])
+    publisher.submit("billing", [{"n": 0}])
+    publisher.flush(20)
+    assert publisher.flush(5) is False  # all sent: nothing left to wait for
+    assert calls == [("outbox-publisher", "api", BATCH, 0), ("outbox-publisher", "api", BATCH, BATCH),
+                     ("outbox-publisher", "api", 1, 2 * BATCH), ("outbox-publisher", "billing", 1, 0)]
+
+
+def test_a_send_that_fails_leaves_its_rows_to_the_relay_and_the_publisher_goes_on(caplog):
+    sent = []
+
+    def send(owner, rows):
+        if rows[0]["n"] == 0:
+            raise ConnectionError("the database is down")
+        sent.append(rows[0]["n"])
+
+    publisher = Publisher(send, lambda: [])
+    publisher.submit("api", [{"n": 0}])
+    publisher.flush(10)
+    publisher.submit("api", [{"n": 1}])
+    publisher.flush(10)
+    assert sent == [1]
+    assert "Sending 1 outbox messages of api failed; the relay will send them." in caplog.messages
+
+
+def test_a_flush_that_runs_out_of_time_says_how_many_rows_are_left_to_the_relay(system, monkeypatch, caplog):
+    held = HeldBroker(outbox_module._enqueue)
+    monkeypatch.setattr(outbox_module, "_enqueue", held)
+    with transaction("api") as session:
+        publish(session, purchase())
+
+    assert publisher.flush(0.2) is True  # there was work, still in flight
+    assert "The outbox publisher still had 5 rows after 0 s; the relay will send them." in caplog.messages
+    held.gate.set()
+    assert publisher.flush() is True and unsent(system) == 0
+    assert publisher.flush() is False  # nothing left
+    system.drain()
