@@ -7,6 +7,7 @@ per module (mutants, killed, survived, timeout, score) and each survivor's chang
 
     python3 dev.py mutate                          # every module
     python3 dev.py mutate senders outbox --jobs 2  # some, two modules at a time
+    python3 dev.py mutate senders --again          # only the last run's survivors, against today's tests
 """
 
 import argparse
@@ -63,9 +64,9 @@ class Score:
 
 
 def workdir(module: str) -> Path:
-    """A folder that looks like the project to mutmut, whose config names only `module` and its tests."""
+    """A fresh folder that looks like the project to mutmut, whose config names only `module` and its tests."""
     folder = WORK / module.replace("/", "-")
-    shutil.rmtree(folder, ignore_errors=True)  # a fresh run: earlier verdicts were against earlier tests
+    shutil.rmtree(folder, ignore_errors=True)  # earlier verdicts were against earlier code and tests
     folder.mkdir(parents=True)
     for name in ("services", "shared", "tests"):
         (folder / name).symlink_to(ROOT / name)
@@ -83,19 +84,30 @@ def workdir(module: str) -> Path:
     return folder
 
 
-def mutate(module: str) -> Score:
-    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process)."""
-    folder, score = workdir(module), Score(module)
+def results(folder: Path) -> dict[str, str]:
+    """Mutant name -> mutmut's status, from the last run in `folder`."""
+    listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, capture_output=True, text=True,
+                            check=True).stdout
+    return dict(re.findall(r"^\s+(\S+): (.+)$", listed, re.MULTILINE))
+
+
+def mutate(module: str, again: bool = False) -> Score:
+    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process).
+    `again`: only the last run's survivors, against the tests as they are now (mutmut copies them again)."""
+    score = Score(module)
+    folder = WORK / module.replace("/", "-")
+    if again and (folder / "mutants").is_dir():
+        names = [name for name, status in results(folder).items() if status not in DETECTED]
+    else:
+        folder, names = workdir(module), []
     log = folder / "mutmut.log"
     with log.open("w") as out:
-        run = subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=folder, stdout=out,
+        run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", *names], cwd=folder, stdout=out,
                              stderr=subprocess.STDOUT, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
     if run.returncode != 0:
         score.error = f"mutmut exited with {run.returncode}; see {log.relative_to(ROOT)}"
         return score
-    listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, capture_output=True, text=True,
-                            check=True).stdout
-    score.statuses = dict(re.findall(r"^\s+(\S+): (.+)$", listed, re.MULTILINE))
+    score.statuses = results(folder)
     for name in score.survivors:
         diff = subprocess.run([str(MUTMUT), "show", name], cwd=folder, capture_output=True, text=True).stdout
         score.changes[name] = " / ".join(line.strip() for line in diff.splitlines()
@@ -122,12 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of: {', '.join(MODULES)} (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="modules mutated at the same time (default 1)")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 when a module scores below this")
+    parser.add_argument("--again", action="store_true",
+                        help="test only the last run's survivors again, against the current tests")
     args = parser.parse_args(argv)
     if unknown := [m for m in args.modules if m not in MODULES]:
         parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     modules = args.modules or list(MODULES)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        scores = list(pool.map(mutate, modules))
+        scores = list(pool.map(lambda module: mutate(module, args.again), modules))
     print(report(scores))
     return 0 if all(not s.error and s.percent >= args.min_score for s in scores) else 1
 
