@@ -5,10 +5,13 @@ import sys
 import textwrap
 import threading
 
+import pytest
+
 from shared import outbox as outbox_module
 from shared.db import transaction
 from shared.outbox import publish, publisher
 from shared.publisher import BATCH, Publisher
+from shared.settings import get_settings
 from tests.unit.test_outbox import purchase, unsent
 
 
@@ -24,9 +27,17 @@ class HeldBroker:
         return self.real(rows)
 
 
-def test_a_commit_returns_before_its_messages_are_published_and_another_thread_publishes_them(system, monkeypatch):
+@pytest.fixture
+def held(system, monkeypatch) -> HeldBroker:
+    """The broker held closed; the relay (a periodic task of the embedded workers) leaves the rows to the publisher
+    however slowly the test runs, so that every call seen is the publisher thread's."""
+    monkeypatch.setattr(get_settings(), "outbox_relay_after_s", 3600)
     held = HeldBroker(outbox_module._enqueue)
     monkeypatch.setattr(outbox_module, "_enqueue", held)
+    return held
+
+
+def test_a_commit_returns_before_its_messages_are_published_and_another_thread_publishes_them(system, held):
     with transaction("api") as session:
         publish(session, purchase())
 
@@ -39,9 +50,7 @@ def test_a_commit_returns_before_its_messages_are_published_and_another_thread_p
     assert len(system.rows("billing", "SELECT * FROM ledger_entries")) == 2
 
 
-def test_rows_committed_while_the_publisher_is_busy_leave_in_one_batch(system, monkeypatch):
-    held = HeldBroker(outbox_module._enqueue)
-    monkeypatch.setattr(outbox_module, "_enqueue", held)
+def test_rows_committed_while_the_publisher_is_busy_leave_in_one_batch(system, held):
     for order_id in range(1, 21):
         with transaction("api") as session:
             publish(session, purchase(order_id))
@@ -105,9 +114,7 @@ def test_a_send_that_fails_leaves_its_rows_to_the_relay_and_the_publisher_goes_o
     assert "Sending 1 outbox messages of api failed; the relay will send them." in caplog.messages
 
 
-def test_a_flush_that_runs_out_of_time_says_how_many_rows_are_left_to_the_relay(system, monkeypatch, caplog):
-    held = HeldBroker(outbox_module._enqueue)
-    monkeypatch.setattr(outbox_module, "_enqueue", held)
+def test_a_flush_that_runs_out_of_time_says_how_many_rows_are_left_to_the_relay(system, held, caplog):
     with transaction("api") as session:
         publish(session, purchase())
 
