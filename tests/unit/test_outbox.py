@@ -1,5 +1,6 @@
 """The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
 
+import json
 import sqlite3
 import threading
 from contextlib import closing
@@ -254,6 +255,19 @@ def test_a_handlers_own_integrity_error_is_raised_not_taken_for_a_repeat(system)
         for _ in range(2):
             session.execute(inbox.insert().values(consumer="test.other", event_id="same"))
 
+    raw = envelope(purchase())
+    # Handled already, but by another consumer; and this consumer has handled another event.
+    assert consume("billing", "test.another_consumer", raw, PurchaseCompleted, lambda s, e: None)
+    assert consume("billing", "test.consumer", envelope(purchase(2)), PurchaseCompleted, lambda s, e: None)
+
     with pytest.raises(sa.exc.IntegrityError):
-        consume("billing", "test.consumer", envelope(purchase()), PurchaseCompleted, duplicates)
-    assert system.rows("billing", "SELECT * FROM inbox") == []
+        consume("billing", "test.consumer", raw, PurchaseCompleted, duplicates)
+    assert len(system.rows("billing", "SELECT * FROM inbox")) == 2
+
+
+def test_an_event_published_under_a_given_id_reaches_every_subscriber_under_that_id(system):
+    with transaction("api") as session:
+        assert publish(session, purchase(), event_id="order-1-paid") == "order-1-paid"
+    payloads = [r["payload"] for r in system.rows("api", "SELECT payload FROM outbox")]
+    assert len(payloads) == 5 and all(json.loads(p)["event_id"] == "order-1-paid" for p in payloads)
+    system.drain()
