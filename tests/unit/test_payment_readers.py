@@ -6,6 +6,8 @@ import json
 import pytest
 
 from services.api.payments import InvalidPayment, Payment, mpesa_payment, paytm_payment, stripe_payment
+from services.api.payments.common import read_as
+from services.api.payments.paytm import PaytmNotification
 from tests.unit.test_webhooks_mpesa import callback
 
 PAYTM = {"ORDERID": "ord_1", "TXNID": "T1", "TXNAMOUNT": "25.50", "STATUS": "TXN_SUCCESS", "RESPMSG": "ok"}
@@ -34,12 +36,21 @@ REFUSED = [
      "invalid Paytm notification: TXNID: Field required"),
     (paytm_payment, PAYTM | {"TXNAMOUNT": "1e3"}, "invalid Paytm notification: TXNAMOUNT: String should match pattern"),
     (stripe_payment, {"id": "evt_1", "type": "payment_intent.succeeded"}, "invalid Stripe event: data: Field required"),
+    (paytm_payment, {k: v for k, v in PAYTM.items() if k != "TXNID"} | {"TXNAMOUNT": 25.5},
+     "invalid Paytm notification: TXNID: Field required; TXNAMOUNT: Input should be a valid string"),
     (stripe_payment, [], "body is not a JSON object"),
+    (stripe_payment, "{", "body is not JSON: Expecting property name"),
+    (stripe_payment, '{"amount": NaN}', "body is not JSON: NaN is not a JSON value"),
 ]
 
 
 @pytest.mark.parametrize(("read", "body", "reason"), REFUSED)
 def test_a_stored_notification_that_cannot_be_read_is_refused_for_good_saying_why(read, body, reason):
     with pytest.raises(InvalidPayment) as refused:
-        read(json.dumps(body))
+        read(body if isinstance(body, str) else json.dumps(body))
     assert str(refused.value).startswith(reason)
+
+
+def test_a_value_that_is_not_an_object_at_all_is_named_as_the_body():
+    with pytest.raises(InvalidPayment, match="^invalid Paytm notification: body: Input should be a valid dictionary"):
+        read_as(PaytmNotification, ["ORDERID"], "Paytm notification")
