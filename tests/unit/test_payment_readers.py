@@ -1,11 +1,22 @@
 """Reading the payment out of a stored notification, provider by provider: what it says, or a final refusal that
 names what was wrong (the operator reads it on the stored event)."""
 
+import hashlib
+import hmac
 import json
 
 import pytest
 
-from services.api.payments import InvalidPayment, Payment, mpesa_payment, paytm_payment, stripe_payment
+from services.api.payments import (
+    InvalidPayment,
+    Payment,
+    Received,
+    WebhookRejected,
+    mpesa_payment,
+    paytm_payment,
+    stripe_payment,
+    verify_stripe,
+)
 from services.api.payments.common import read_as
 from services.api.payments.paytm import PaytmNotification
 from tests.unit.test_webhooks_mpesa import callback
@@ -54,3 +65,100 @@ def test_a_stored_notification_that_cannot_be_read_is_refused_for_good_saying_wh
 def test_a_value_that_is_not_an_object_at_all_is_named_as_the_body():
     with pytest.raises(InvalidPayment, match="^invalid Paytm notification: body: Input should be a valid dictionary"):
         read_as(PaytmNotification, ["ORDERID"], "Paytm notification")
+
+
+# --- Stripe-Signature, checked on the raw body ------------------------------------------------------
+
+SECRET, NOW, TOLERANCE = "whsec_test", 1_700_000_000, 300
+EVENT = b'{"id": "evt_1", "type": "payment_intent.succeeded"}'
+
+
+def signed(timestamp: int = NOW, body: bytes = EVENT, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def test_a_genuine_stripe_event_is_received_with_its_id_type_and_body():
+    received = verify_stripe(EVENT, f"t={NOW},v1={signed()}", SECRET, TOLERANCE, NOW)
+    assert received == Received("evt_1", "payment_intent.succeeded", EVENT.decode())
+
+
+HEADERS = [
+    (f"t={NOW},v1={signed()}", None),
+    (f" t = {NOW} , v1 = {signed()} ", None),  # spaces around the parts are allowed, as Stripe's library allows
+    (f"t={NOW},v1={'0' * 64},v1={signed()},v0=old", None),  # any v1 may match (a secret being rolled)
+    (f"t={NOW - TOLERANCE},v1={signed(NOW - TOLERANCE)}", None),  # at the edge of the window, both sides
+    (f"t={NOW + TOLERANCE},v1={signed(NOW + TOLERANCE)}", None),
+    (None, "missing Stripe-Signature header"),
+    ("", "missing Stripe-Signature header"),
+    (f"v1={signed()}", "malformed Stripe-Signature header"),
+    (f"t={NOW},t={NOW},v1={signed()}", "malformed Stripe-Signature header"),
+    (f"t=x{NOW},v1={signed()}", "malformed Stripe-Signature header"),
+    (f"t=1{NOW:012d},v1={signed()}", "malformed Stripe-Signature header"),  # 13 digits
+    (f"t={NOW}", "malformed Stripe-Signature header"),
+    (f"t={NOW},v0={signed()}", "malformed Stripe-Signature header"),
+    (f"t={NOW - TOLERANCE - 1},v1={signed(NOW - TOLERANCE - 1)}", "outside the tolerance window"),
+    (f"t={NOW + TOLERANCE + 1},v1={signed(NOW + TOLERANCE + 1)}", "outside the tolerance window"),
+    (f"t={NOW},v1={signed(secret='whsec_other')}", "no valid v1 signature"),
+    (f"t={NOW},v1={signed(NOW - 1)}", "no valid v1 signature"),  # signed for another timestamp
+    (f"t={NOW},v1={signed(body=EVENT + b' ')}", "no valid v1 signature"),
+]
+
+
+@pytest.mark.parametrize(("header", "refusal"), HEADERS)
+def test_the_stripe_signature_header_is_checked_as_stripe_documents_it(header, refusal):
+    if refusal is None:
+        assert verify_stripe(EVENT, header, SECRET, TOLERANCE, NOW).event_id == "evt_1"
+    else:
+        with pytest.raises(WebhookRejected, match=refusal):
+            verify_stripe(EVENT, header, SECRET, TOLERANCE, NOW)
+
+
+@pytest.mark.parametrize("body", [b'{"type": "x"}', b'{"id": "evt_1"}', b'{"id": 1, "type": "x"}',
+                                  b'{"id": "evt_1", "type": ["x"]}'])
+def test_a_signed_stripe_body_without_a_string_id_and_type_is_refused(body):
+    with pytest.raises(WebhookRejected, match="Stripe event without id or type"):
+        verify_stripe(body, f"t={NOW},v1={signed(body=body)}", SECRET, TOLERANCE, NOW)
+
+
+# --- the payment in a Stripe event ------------------------------------------------------------------
+
+def event(kind: str, **data) -> str:
+    return json.dumps({"id": "evt_1", "type": kind, "data": {"object": data}})
+
+
+SESSION = {"id": "cs_1", "payment_status": "paid", "amount_total": 1999, "currency": "usd"}
+STRIPE = [
+    (event("payment_intent.succeeded", id="pi_1", amount_received=1999, currency="usd",
+           metadata={"order_reference": "ord_1"}), Payment("ord_1", 1999, "USD", "pi_1", True)),
+    (event("payment_intent.succeeded", id="pi_1", amount_received=0, currency="eur"),
+     Payment("", 0, "EUR", "pi_1", True)),
+    (event("checkout.session.completed", **SESSION, client_reference_id="ord_2", payment_intent="pi_2",
+           metadata={"order_reference": "ignored"}), Payment("ord_2", 1999, "USD", "pi_2", True)),
+    (event("checkout.session.async_payment_succeeded", **SESSION, metadata={"order_reference": "ord_3"}),
+     Payment("ord_3", 1999, "USD", "cs_1", True)),
+    (event("checkout.session.completed", **SESSION), Payment("", 1999, "USD", "cs_1", True)),
+    (event("checkout.session.completed", **SESSION | {"payment_status": "unpaid"}), None),
+    (event("charge.refunded", id="ch_1"), None),
+]
+
+
+@pytest.mark.parametrize(("payload", "payment"), STRIPE)
+def test_a_stripe_event_reads_as_its_payment_or_none_when_there_is_nothing_to_do(payload, payment):
+    assert stripe_payment(payload) == payment
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (event("checkout.session.completed", **SESSION | {"amount_total": None}),
+     "Stripe checkout.session: a paid session without amount_total or currency"),
+    (event("checkout.session.completed", **SESSION | {"currency": None}),
+     "Stripe checkout.session: a paid session without amount_total or currency"),
+    (event("checkout.session.completed", id="cs_1"), "invalid Stripe checkout.session: payment_status: Field required"),
+    (event("payment_intent.succeeded", id="pi_1", amount_received=-1, currency="usd"),
+     "invalid Stripe payment_intent: amount_received: Input should be greater than or equal to 0"),
+    (event("payment_intent.succeeded", id="pi_1", amount_received=True, currency="usd"),
+     "invalid Stripe payment_intent: amount_received: Input should be a valid integer"),
+])
+def test_a_stripe_event_whose_payment_cannot_be_read_is_refused_for_good(payload, reason):
+    with pytest.raises(InvalidPayment) as refused:
+        stripe_payment(payload)
+    assert str(refused.value).startswith(reason)
