@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 
+import paytmchecksum
 import pytest
 
 from services.api.payments import (
@@ -13,8 +14,12 @@ from services.api.payments import (
     Received,
     WebhookRejected,
     mpesa_payment,
+    paytm_checksum_ok,
     paytm_payment,
+    paytm_sign,
     stripe_payment,
+    verify_mpesa,
+    verify_paytm,
     verify_stripe,
 )
 from services.api.payments.common import read_as
@@ -162,3 +167,71 @@ def test_a_stripe_event_whose_payment_cannot_be_read_is_refused_for_good(payload
     with pytest.raises(InvalidPayment) as refused:
         stripe_payment(payload)
     assert str(refused.value).startswith(reason)
+
+
+# --- Paytm's CHECKSUMHASH, made by Paytm's own package -------------------------------------------------
+
+KEY = "unitTestKey12345"
+FORM = {"ORDERID": "ord_1", "TXNID": "T1", "TXNAMOUNT": "25.50", "STATUS": "TXN_SUCCESS", "MID": "m1",
+        "BANKNAME": "null", "GATEWAYNAME": "NULL"}
+
+
+def paytm_signed(form: dict, key: str = KEY) -> dict:
+    return form | {"CHECKSUMHASH": paytmchecksum.generateSignature(dict(form), key)}
+
+
+def test_a_genuine_paytm_notification_is_received_by_transaction_and_status_with_its_fields_sorted():
+    received = verify_paytm(paytm_signed(FORM), KEY)
+    assert received == Received("T1:TXN_SUCCESS", "TXN_SUCCESS", json.dumps(FORM, sort_keys=True))
+
+
+PAYTM_REFUSED = [
+    ({k: v for k, v in paytm_signed(FORM).items() if k != "CHECKSUMHASH"}, "missing CHECKSUMHASH"),
+    (paytm_signed(FORM) | {"CHECKSUMHASH": ""}, "missing CHECKSUMHASH"),
+    (paytm_signed(FORM) | {"TXNAMOUNT": "26.50"}, "invalid Paytm checksum"),
+    (paytm_signed(FORM, key="otherMerchantKey"), "invalid Paytm checksum"),
+    (paytm_signed(FORM) | {"CHECKSUMHASH": "not base64!"}, "invalid Paytm checksum"),
+    (paytm_signed(FORM) | {"CHECKSUMHASH": "QUJD"}, "invalid Paytm checksum"),  # base64, not a whole AES block
+    *[(paytm_signed(FORM | {field: ""}), f"Paytm notification without {field}")
+      for field in ("ORDERID", "TXNID", "TXNAMOUNT", "STATUS")],
+    *[(paytm_signed({k: v for k, v in FORM.items() if k != field}), f"Paytm notification without {field}")
+      for field in ("ORDERID", "TXNID", "TXNAMOUNT", "STATUS")],
+]
+
+
+@pytest.mark.parametrize(("form", "refusal"), PAYTM_REFUSED)
+def test_a_paytm_notification_is_refused_unless_its_checksum_and_fields_are_all_there(form, refusal):
+    with pytest.raises(WebhookRejected, match=refusal):
+        verify_paytm(form, KEY)
+
+
+def test_our_paytm_checksum_is_the_one_paytms_package_verifies_null_values_and_all():
+    checksum = paytm_sign(dict(FORM), KEY)
+    assert paytmchecksum.verifySignature(dict(FORM), KEY, checksum) is True
+    assert paytm_checksum_ok(dict(FORM), checksum, KEY) is True
+    assert paytm_checksum_ok(FORM | {"BANKNAME": "Bank"}, checksum, KEY) is False
+    assert paytm_checksum_ok(dict(FORM), checksum, "otherMerchantKey") is False
+
+
+# --- M-Pesa's callback, unsigned: refused here when malformed ----------------------------------------
+
+@pytest.mark.parametrize(("body", "received"), [
+    (callback("ws_CO_1"), ("ws_CO_1", "stk.result.0")),
+    (callback("ws_CO_2", result_code=1032), ("ws_CO_2", "stk.result.1032")),
+])
+def test_a_well_formed_mpesa_callback_is_received_by_checkout_id_and_result_code(body, received):
+    raw = json.dumps(body).encode()
+    assert verify_mpesa(raw) == Received(*received, raw.decode())
+
+
+@pytest.mark.parametrize(("body", "refusal"), [
+    (b"[]", "body is not a JSON object"),
+    (json.dumps({"Body": {}}).encode(), "invalid Daraja STK callback: Body.stkCallback: Field required"),
+    (json.dumps(callback("ws_CO_3", amount=True)).encode(),
+     "invalid Daraja STK callback item: Amount: Value error, must be a JSON number"),
+    (json.dumps(callback("ws_CO_4", amount=-1)).encode(), "invalid Daraja STK callback item: Amount: Input should be"),
+])
+def test_a_malformed_mpesa_callback_is_refused_before_it_is_stored(body, refusal):
+    with pytest.raises(WebhookRejected) as refused:
+        verify_mpesa(body)
+    assert str(refused.value).startswith(refusal)
