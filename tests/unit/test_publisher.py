@@ -8,10 +8,12 @@ import threading
 import pytest
 
 from shared import outbox as outbox_module
+from shared import publisher as publisher_module
 from shared.db import transaction
 from shared.outbox import publish, publisher
 from shared.publisher import BATCH, Publisher
 from shared.settings import get_settings
+from tests.support import wait_until
 from tests.unit.test_outbox import purchase, unsent
 
 
@@ -124,3 +126,31 @@ def test_a_flush_that_runs_out_of_time_says_how_many_rows_are_left_to_the_relay(
     assert publisher.flush() is True and unsent(system) == 0
     assert publisher.flush() is False  # nothing left
     system.drain()
+
+
+def test_an_idle_publisher_answers_its_brokers_and_still_sends_what_comes_later():
+    sent, idle = [], []
+    publisher = Publisher(lambda owner, rows: sent.append(rows[0]["n"]), lambda: idle.append(1) or [])
+    assert publisher.flush(5) is False  # a new publisher has nothing to wait for
+
+    publisher.submit("api", [{"n": 1}])
+    publisher.flush(10)
+    count = len(idle)
+    wait_until("the publisher to idle twice", lambda: len(idle) >= count + 2, timeout=20, interval=0.05)
+    publisher.submit("api", [{"n": 2}])
+    publisher.flush(10)
+    assert sent == [1, 2]
+
+
+def test_a_process_waits_at_exit_for_its_rows_to_leave(monkeypatch):
+    at_exit, sent = [], []
+    monkeypatch.setattr(publisher_module.atexit, "register", lambda fn, *args: at_exit.append((fn, args)))
+    release = threading.Event()
+    publisher = Publisher(lambda owner, rows: release.wait(10) and sent.append(len(rows)), lambda: [])
+    publisher.submit("api", [{"n": 1}, {"n": 2}])
+
+    [(flush, args)] = at_exit
+    assert args == (publisher_module.EXIT_FLUSH_S,)
+    release.set()
+    flush(*args)
+    assert sent == [2]
