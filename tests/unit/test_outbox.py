@@ -3,6 +3,8 @@
 import json
 import sqlite3
 import threading
+import time
+import uuid
 from contextlib import closing
 from datetime import UTC, datetime
 
@@ -224,17 +226,17 @@ class Recorded:
 
 def test_a_row_leaves_as_one_message_named_by_its_id_for_its_actor_on_its_queue_declared_first_after_its_delay(
         system, monkeypatch):
-    broker, recorded = broker_for("billing"), Recorded()
+    broker, recorded, queue = broker_for("billing"), Recorded(), f"billing.probe_{uuid.uuid4().hex}"  # a new queue
     monkeypatch.setattr(broker, "enqueue", recorded)
     with transaction("api") as session:
-        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 1}, delay_ms=60_000)
-        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 2})
+        send(session, "billing", queue, "billing.probe_actor", {"n": 1}, delay_ms=60_000)
+        send(session, "billing", queue, "billing.probe_actor", {"n": 2})
     publisher.flush()
 
     first, second = (r["id"] for r in system.rows("api", "SELECT id FROM outbox ORDER BY created_at"))
-    assert recorded.seen == [(first, "billing.probe", "billing.probe_actor", ({"n": 1},), 60_000),
-                             (second, "billing.probe", "billing.probe_actor", ({"n": 2},), None)]
-    assert "billing.probe" in broker.queues and unsent(system) == 0
+    assert recorded.seen == [(first, queue, "billing.probe_actor", ({"n": 1},), 60_000),
+                             (second, queue, "billing.probe_actor", ({"n": 2},), None)]
+    assert queue in broker.queues and unsent(system) == 0
 
 
 def test_a_message_the_broker_refuses_stays_unsent_and_does_not_hold_back_the_rest(system, monkeypatch, caplog):
@@ -271,3 +273,28 @@ def test_an_event_published_under_a_given_id_reaches_every_subscriber_under_that
     payloads = [r["payload"] for r in system.rows("api", "SELECT payload FROM outbox")]
     assert len(payloads) == 5 and all(json.loads(p)["event_id"] == "order-1-paid" for p in payloads)
     system.drain()
+
+
+@pytest.fixture
+def east_of_utc(monkeypatch):
+    """The machine's clock in a zone ahead of UTC (UTC+5:30), as a container with TZ set has it."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zone(system, monkeypatch, east_of_utc):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
+    with transaction("api") as session:
+        publish(session, purchase())
+    publisher.flush()
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: rows)  # taken, not sent: no worker runs it
+    assert relay("api", older_than_s=0) == 5  # rows written "in the future" would be left for later
+
+    monkeypatch.setattr(get_settings(), "outbox_keep_hours", 1)
+    monkeypatch.setattr(get_settings(), "inbox_keep_days", 0.1)
+    with transaction("billing") as session:
+        session.execute(inbox.insert().values(consumer="billing.recent", event_id="e-recent"))
+    assert purge("api") == (0, 0) and purge("billing") == (0, 0)  # sent and handled just now: kept
