@@ -1,6 +1,7 @@
 """The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -86,12 +87,16 @@ def test_the_relay_leaves_fresh_rows_to_the_after_commit_dispatch(system, monkey
     assert unsent(system) == 5
 
 
-def test_an_event_consumed_twice_has_its_effects_once(system):
+def test_an_event_consumed_twice_has_its_effects_once_and_the_log_says_which_was_skipped(system, caplog):
+    caplog.set_level(logging.INFO, logger="shared.outbox")
     calls = []
     raw = envelope(purchase())
     first = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
     second = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
     assert (first, second, calls) == (True, False, [1])
+    assert [m for m in caplog.messages if m.startswith("test.consumer")] == [
+        f"test.consumer handled event {raw['event_id']}.",
+        f"test.consumer skipped event {raw['event_id']}: already handled (IntegrityError)."]
 
 
 def test_a_failing_handler_leaves_no_inbox_row_so_the_retry_runs_it(system):
