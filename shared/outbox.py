@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from shared.contracts import SUBSCRIPTIONS, E, Event, envelope, open_envelope
 from shared.db import after_release, engine_for, inbox, outbox, transaction
 from shared.messaging import PermanentError, broker_for, reaches_workers
-from shared.publisher import Publisher, publish_confirmed
+from shared.publisher import BATCH, Publisher, publish_confirmed
 from shared.settings import SERVICES, get_settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _mark_sent(conn, rows: list[dict]) -> None:
     conn.execute(outbox.update().where(outbox.c.id.in_([r["id"] for r in rows])).values(sent_at=datetime.now(UTC)))
 
 
-def relay(service: str, older_than_s: float | None = None, batch: int = 500) -> int:
+def relay(service: str, older_than_s: float | None = None, batch: int = BATCH) -> int:
     """Send outbox rows of `service` left unsent for a while; returns how many were sent."""
     age = get_settings().outbox_relay_after_s if older_than_s is None else older_than_s
     cutoff = datetime.now(UTC) - timedelta(seconds=age)
