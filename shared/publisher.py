@@ -102,7 +102,7 @@ class Publisher:
     def _keep_alive(self) -> None:
         for broker in self._brokers():
             if isinstance(broker, RabbitmqBroker):
-                keep_alive(broker)
+                keep_alive(broker)  # pragma: no mutate (RabbitMQ only)
 
 
 # pragma: no mutate block (from here on, RabbitMQ only: tests/integration/test_publisher_*.py; see README)
