@@ -296,6 +296,7 @@ def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zon
         publish(session, purchase())
     publisher.flush()
     monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: rows)  # taken, not sent: no worker runs it
+    assert relay("api", older_than_s=60) == 0  # a minute old at the least: these are not
     assert relay("api", older_than_s=0) == 5  # rows written "in the future" would be left for later
 
     monkeypatch.setattr(get_settings(), "outbox_keep_hours", 1)
@@ -303,3 +304,20 @@ def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zon
     with transaction("billing") as session:
         session.execute(inbox.insert().values(consumer="billing.recent", event_id="e-recent"))
     assert purge("api") == (0, 0) and purge("billing") == (0, 0)  # sent and handled just now: kept
+
+
+def test_the_relay_sends_the_oldest_rows_first(system, monkeypatch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
+    for order_id in (1, 2):
+        with transaction("api") as session:
+            publish(session, purchase(order_id))
+    publisher.flush()
+    with transaction("api") as session:  # order 2's rows were written first after all
+        session.execute(sa.text("UPDATE outbox SET created_at = '2000-01-01 00:00:00' WHERE payload LIKE :second"),
+                        {"second": '%"order_id": 2%'})
+    batches = []
+    monkeypatch.setattr(outbox_module, "_enqueue",
+                        lambda rows: batches.append({row["payload"]["data"]["order_id"] for row in rows}) or rows)
+
+    assert relay("api", older_than_s=0, batch=5) == 10
+    assert batches == [{2}, {1}, set()]
