@@ -37,7 +37,7 @@ MODULES = {
                                                "tests/unit/test_smtp_security.py", "tests/unit/test_mailer.py"]),
     "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py", "tests/unit/test_mailer.py"]),
     "links": ("services/media/links.py", ["tests/unit/test_downloads.py"]),
-    "grants": ("services/media/handlers.py", ["tests/unit/test_downloads.py"]),
+    "grants": ("services/media/handlers.py", ["tests/unit/test_grants.py", "tests/unit/test_downloads.py"]),
 }
 DETECTED = {"killed", "timeout", "caught by type check"}
 
