@@ -7,7 +7,7 @@ per module (mutants, killed, survived, timeout, score) and each survivor's chang
 
     python3 dev.py mutate                          # every module
     python3 dev.py mutate senders outbox --jobs 2  # some, two modules at a time
-    python3 dev.py mutate senders --again          # only the last run's survivors, against today's tests
+    python3 dev.py mutate senders --again          # the last run's survivors (and changed code) against today's tests
 """
 
 import argparse
@@ -91,19 +91,26 @@ def results(folder: Path) -> dict[str, str]:
 
 def mutate(module: str, again: bool = False) -> Score:
     """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process).
-    `again`: only the last run's survivors, against the tests as they are now (mutmut copies them again)."""
+    `again`: keep the last run's verdicts, test its survivors and the changed functions against today's tests."""
     score = Score(module)
     folder = WORK / module.replace("/", "-")
-    if again and (folder / "mutants").is_dir():
-        names = [name for name, status in results(folder).items() if status not in DETECTED]
-    else:
-        folder, names = workdir(module), []
+    again = again and (folder / "mutants").is_dir()
+    if not again:
+        folder = workdir(module)
     log = folder / "mutmut.log"
+    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}
     with log.open("w") as out:
-        run = subprocess.run([str(MUTMUT), "run", "--max-children", "1", *names], cwd=folder, stdout=out,
-                             stderr=subprocess.STDOUT, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
-    if run.returncode != 0:
-        score.error = f"mutmut exited with {run.returncode}; see {log.relative_to(ROOT)}"
+        def run(names: list[str]) -> int:
+            return subprocess.run([str(MUTMUT), "run", "--max-children", "1", *names], cwd=folder, stdout=out,
+                                  stderr=subprocess.STDOUT, env=env).returncode
+
+        # The mutants not checked yet (all of them, or those of functions changed since); when asked again, then the
+        # survivors, whose verdicts mutmut otherwise keeps.
+        code = run([])
+        if again and code == 0 and (survivors := [n for n, st in results(folder).items() if st not in DETECTED]):
+            code = run(survivors)
+    if code != 0:
+        score.error = f"mutmut exited with {code}; see {log.relative_to(ROOT)}"
         return score
     score.statuses = results(folder)
     for name in score.survivors:
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="modules mutated at the same time (default 1)")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 when a module scores below this")
     parser.add_argument("--again", action="store_true",
-                        help="test only the last run's survivors again, against the current tests")
+                        help="keep the last run's verdicts; test its survivors and changed functions again")
     args = parser.parse_args(argv)
     if unknown := [m for m in args.modules if m not in MODULES]:
         parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
