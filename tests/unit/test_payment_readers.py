@@ -87,25 +87,30 @@ def test_a_genuine_stripe_event_is_received_with_its_id_type_and_body():
     assert received == Received("evt_1", "payment_intent.succeeded", EVENT.decode())
 
 
+MISSING, MALFORMED = "missing Stripe-Signature header", "malformed Stripe-Signature header"
+OUTSIDE = "Stripe-Signature timestamp outside the tolerance window"
+UNSIGNED = "no valid v1 signature in Stripe-Signature"
 HEADERS = [
     (f"t={NOW},v1={signed()}", None),
     (f" t = {NOW} , v1 = {signed()} ", None),  # spaces around the parts are allowed, as Stripe's library allows
     (f"t={NOW},v1={'0' * 64},v1={signed()},v0=old", None),  # any v1 may match (a secret being rolled)
     (f"t={NOW - TOLERANCE},v1={signed(NOW - TOLERANCE)}", None),  # at the edge of the window, both sides
     (f"t={NOW + TOLERANCE},v1={signed(NOW + TOLERANCE)}", None),
-    (None, "missing Stripe-Signature header"),
-    ("", "missing Stripe-Signature header"),
-    (f"v1={signed()}", "malformed Stripe-Signature header"),
-    (f"t={NOW},t={NOW},v1={signed()}", "malformed Stripe-Signature header"),
-    (f"t=x{NOW},v1={signed()}", "malformed Stripe-Signature header"),
-    (f"t=1{NOW:012d},v1={signed()}", "malformed Stripe-Signature header"),  # 13 digits
-    (f"t={NOW}", "malformed Stripe-Signature header"),
-    (f"t={NOW},v0={signed()}", "malformed Stripe-Signature header"),
-    (f"t={NOW - TOLERANCE - 1},v1={signed(NOW - TOLERANCE - 1)}", "outside the tolerance window"),
-    (f"t={NOW + TOLERANCE + 1},v1={signed(NOW + TOLERANCE + 1)}", "outside the tolerance window"),
-    (f"t={NOW},v1={signed(secret='whsec_other')}", "no valid v1 signature"),
-    (f"t={NOW},v1={signed(NOW - 1)}", "no valid v1 signature"),  # signed for another timestamp
-    (f"t={NOW},v1={signed(body=EVENT + b' ')}", "no valid v1 signature"),
+    (None, MISSING),
+    ("", MISSING),
+    (f"v1={signed()}", MALFORMED),
+    (f"t={NOW},t={NOW},v1={signed()}", MALFORMED),
+    (f"t=x{NOW},v1={signed()}", MALFORMED),
+    (f"t=1{NOW:012d},v1={signed()}", MALFORMED),  # 13 digits
+    (f"t={NOW}=1,v1={signed()}", MALFORMED),  # an "=" in a value belongs to the value
+    (f"t={NOW}", MALFORMED),
+    (f"t={NOW},v0={signed()}", MALFORMED),
+    (f"t={NOW - TOLERANCE - 1},v1={signed(NOW - TOLERANCE - 1)}", OUTSIDE),
+    (f"t={NOW + TOLERANCE + 1},v1={signed(NOW + TOLERANCE + 1)}", OUTSIDE),
+    (f"t={NOW},v1={signed(secret='whsec_other')}", UNSIGNED),
+    (f"t={NOW},v1={signed(NOW - 1)}", UNSIGNED),  # signed for another timestamp
+    (f"t={NOW},v1={signed(body=EVENT + b' ')}", UNSIGNED),
+    (f"t={NOW},v1={signed()}=", UNSIGNED),
 ]
 
 
@@ -114,15 +119,17 @@ def test_the_stripe_signature_header_is_checked_as_stripe_documents_it(header, r
     if refusal is None:
         assert verify_stripe(EVENT, header, SECRET, TOLERANCE, NOW).event_id == "evt_1"
     else:
-        with pytest.raises(WebhookRejected, match=refusal):
+        with pytest.raises(WebhookRejected) as refused:
             verify_stripe(EVENT, header, SECRET, TOLERANCE, NOW)
+        assert str(refused.value) == refusal
 
 
 @pytest.mark.parametrize("body", [b'{"type": "x"}', b'{"id": "evt_1"}', b'{"id": 1, "type": "x"}',
                                   b'{"id": "evt_1", "type": ["x"]}'])
 def test_a_signed_stripe_body_without_a_string_id_and_type_is_refused(body):
-    with pytest.raises(WebhookRejected, match="Stripe event without id or type"):
+    with pytest.raises(WebhookRejected) as refused:
         verify_stripe(body, f"t={NOW},v1={signed(body=body)}", SECRET, TOLERANCE, NOW)
+    assert str(refused.value) == "Stripe event without id or type"
 
 
 # --- the payment in a Stripe event ------------------------------------------------------------------
@@ -201,8 +208,9 @@ PAYTM_REFUSED = [
 
 @pytest.mark.parametrize(("form", "refusal"), PAYTM_REFUSED)
 def test_a_paytm_notification_is_refused_unless_its_checksum_and_fields_are_all_there(form, refusal):
-    with pytest.raises(WebhookRejected, match=refusal):
+    with pytest.raises(WebhookRejected) as refused:
         verify_paytm(form, KEY)
+    assert str(refused.value) == refusal
 
 
 def test_our_paytm_checksum_is_the_one_paytms_package_verifies_null_values_and_all():
