@@ -87,10 +87,15 @@ def test_a_short_lived_process_sends_its_rows_before_it_exits(tmp_path):
     assert sent.read_text() == "api:2\n"
 
 
-def test_the_publisher_sends_at_most_a_batch_at_a_time_one_owner_at_a_time_in_its_named_thread():
+def test_the_publisher_sends_at_most_a_batch_at_a_time_one_owner_at_a_time_in_its_named_daemon_thread():
     calls = []
-    publisher = Publisher(lambda owner, rows: calls.append((threading.current_thread().name, owner, len(rows),
-                                                            rows[0]["n"])), lambda: [])
+
+    def send(owner, rows):
+        thread = threading.current_thread()
+        assert thread.daemon  # a process never waits for it to end (it flushes at exit instead)
+        calls.append((thread.name, owner, len(rows), rows[0]["n"]))
+
+    publisher = Publisher(send, lambda: [])
     publisher.submit("api", [{"n": n} for n in range(BATCH * 2 + 1)])
     publisher.submit("billing", [{"n": 0}])
     publisher.flush(20)
@@ -119,9 +124,12 @@ def test_a_send_that_fails_leaves_its_rows_to_the_relay_and_the_publisher_goes_o
 def test_a_flush_that_runs_out_of_time_says_how_many_rows_are_left_to_the_relay(system, held, caplog):
     with transaction("api") as session:
         publish(session, purchase())
+    wait_until("the first rows to be in flight", lambda: held.calls)
+    with transaction("api") as session:
+        publish(session, purchase(2))
 
-    assert publisher.flush(0.2) is True  # there was work, still in flight
-    assert "The outbox publisher still had 5 rows after 0 s; the relay will send them." in caplog.messages
+    assert publisher.flush(0.2) is True  # there was work: 5 rows in flight, 5 waiting behind them
+    assert "The outbox publisher still had 10 rows after 0 s; the relay will send them." in caplog.messages
     held.gate.set()
     assert publisher.flush() is True and unsent(system) == 0
     assert publisher.flush() is False  # nothing left
