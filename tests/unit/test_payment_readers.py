@@ -199,6 +199,8 @@ PAYTM_REFUSED = [
     (paytm_signed(FORM, key="otherMerchantKey"), "invalid Paytm checksum"),
     (paytm_signed(FORM) | {"CHECKSUMHASH": "not base64!"}, "invalid Paytm checksum"),
     (paytm_signed(FORM) | {"CHECKSUMHASH": "QUJD"}, "invalid Paytm checksum"),  # base64, not a whole AES block
+    ({**(signed_form := paytm_signed(FORM)), "CHECKSUMHASH": signed_form["CHECKSUMHASH"][:8] + "!" +
+      signed_form["CHECKSUMHASH"][8:]}, "invalid Paytm checksum"),  # a genuine one with a stray character: strict
     *[(paytm_signed(FORM | {field: ""}), f"Paytm notification without {field}")
       for field in ("ORDERID", "TXNID", "TXNAMOUNT", "STATUS")],
     *[(paytm_signed({k: v for k, v in FORM.items() if k != field}), f"Paytm notification without {field}")
