@@ -241,6 +241,8 @@ def test_a_well_formed_mpesa_callback_is_received_by_checkout_id_and_result_code
     (json.dumps(callback("ws_CO_3", amount=True)).encode(),
      "invalid Daraja STK callback item: Amount: Value error, must be a JSON number"),
     (json.dumps(callback("ws_CO_4", amount=-1)).encode(), "invalid Daraja STK callback item: Amount: Input should be"),
+    (json.dumps({"Body": {"stkCallback": {"CheckoutRequestID": "ws_CO_5", "ResultCode": 0}}}).encode(),
+     "invalid Daraja STK callback item: Amount: Field required"),  # paid, but without its metadata
 ])
 def test_a_malformed_mpesa_callback_is_refused_before_it_is_stored(body, refusal):
     with pytest.raises(WebhookRejected) as refused:
