@@ -7,6 +7,7 @@ per module (mutants, killed, survived, timeout, score) and each survivor's chang
 
     python3 dev.py mutate                          # every module
     python3 dev.py mutate senders outbox --jobs 2  # some, two modules at a time
+    python3 dev.py mutate senders --again          # the last run's survivors (and changed code) against today's tests
 """
 
 import argparse
@@ -22,23 +23,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "mutants"
 MUTMUT = Path(sys.executable).with_name("mutmut")
-WEBHOOK_TESTS = ["tests/unit/test_payment_readers.py", "tests/unit/test_webhook_bad_input.py"]
+READERS = ["tests/unit/test_payment_readers.py"]  # the payments modules are pure functions: their direct tables
 
 # module name -> (source file, the unit test files that speak of it)
 MODULES = {
-    "payments/common": ("services/api/payments/common.py",
-                        ["tests/unit/test_webhooks_stripe.py", "tests/unit/test_webhooks_paytm.py",
-                         "tests/unit/test_webhooks_mpesa.py", *WEBHOOK_TESTS]),
-    "payments/stripe": ("services/api/payments/stripe.py", ["tests/unit/test_webhooks_stripe.py", *WEBHOOK_TESTS]),
-    "payments/paytm": ("services/api/payments/paytm.py", ["tests/unit/test_webhooks_paytm.py", *WEBHOOK_TESTS]),
-    "payments/mpesa": ("services/api/payments/mpesa.py", ["tests/unit/test_webhooks_mpesa.py", *WEBHOOK_TESTS]),
+    "payments/common": ("services/api/payments/common.py", READERS),
+    "payments/stripe": ("services/api/payments/stripe.py", READERS),
+    "payments/paytm": ("services/api/payments/paytm.py", READERS),
+    "payments/mpesa": ("services/api/payments/mpesa.py", READERS),
     "outbox": ("shared/outbox.py", ["tests/unit/test_outbox.py", "tests/unit/test_publisher.py"]),
     "publisher": ("shared/publisher.py", ["tests/unit/test_publisher.py", "tests/unit/test_outbox.py"]),
     "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
                                                "tests/unit/test_smtp_security.py", "tests/unit/test_mailer.py"]),
     "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py", "tests/unit/test_mailer.py"]),
     "links": ("services/media/links.py", ["tests/unit/test_downloads.py"]),
-    "grants": ("services/media/handlers.py", ["tests/unit/test_downloads.py"]),
+    "grants": ("services/media/handlers.py", ["tests/unit/test_grants.py", "tests/unit/test_downloads.py"]),
 }
 DETECTED = {"killed", "timeout", "caught by type check"}
 
@@ -63,9 +62,9 @@ class Score:
 
 
 def workdir(module: str) -> Path:
-    """A folder that looks like the project to mutmut, whose config names only `module` and its tests."""
+    """A fresh folder that looks like the project to mutmut, whose config names only `module` and its tests."""
     folder = WORK / module.replace("/", "-")
-    shutil.rmtree(folder, ignore_errors=True)  # a fresh run: earlier verdicts were against earlier tests
+    shutil.rmtree(folder, ignore_errors=True)  # earlier verdicts were against earlier code and tests
     folder.mkdir(parents=True)
     for name in ("services", "shared", "tests"):
         (folder / name).symlink_to(ROOT / name)
@@ -83,19 +82,37 @@ def workdir(module: str) -> Path:
     return folder
 
 
-def mutate(module: str) -> Score:
-    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process)."""
-    folder, score = workdir(module), Score(module)
-    log = folder / "mutmut.log"
-    with log.open("w") as out:
-        run = subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=folder, stdout=out,
-                             stderr=subprocess.STDOUT, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
-    if run.returncode != 0:
-        score.error = f"mutmut exited with {run.returncode}; see {log.relative_to(ROOT)}"
-        return score
+def results(folder: Path) -> dict[str, str]:
+    """Mutant name -> mutmut's status, from the last run in `folder`."""
     listed = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=folder, capture_output=True, text=True,
                             check=True).stdout
-    score.statuses = dict(re.findall(r"^\s+(\S+): (.+)$", listed, re.MULTILINE))
+    return dict(re.findall(r"^\s+(\S+): (.+)$", listed, re.MULTILINE))
+
+
+def mutate(module: str, again: bool = False) -> Score:
+    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process).
+    `again`: keep the last run's verdicts, test its survivors and the changed functions against today's tests."""
+    score = Score(module)
+    folder = WORK / module.replace("/", "-")
+    again = again and (folder / "mutants").is_dir()
+    if not again:
+        folder = workdir(module)
+    log = folder / "mutmut.log"
+    env = os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}
+    with log.open("w") as out:
+        def run(names: list[str]) -> int:
+            return subprocess.run([str(MUTMUT), "run", "--max-children", "1", *names], cwd=folder, stdout=out,
+                                  stderr=subprocess.STDOUT, env=env).returncode
+
+        # The mutants not checked yet (all of them, or those of functions changed since); when asked again, then the
+        # survivors, whose verdicts mutmut otherwise keeps.
+        code = run([])
+        if again and code == 0 and (survivors := [n for n, st in results(folder).items() if st not in DETECTED]):
+            code = run(survivors)
+    if code != 0:
+        score.error = f"mutmut exited with {code}; see {log.relative_to(ROOT)}"
+        return score
+    score.statuses = results(folder)
     for name in score.survivors:
         diff = subprocess.run([str(MUTMUT), "show", name], cwd=folder, capture_output=True, text=True).stdout
         score.changes[name] = " / ".join(line.strip() for line in diff.splitlines()
@@ -122,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"any of: {', '.join(MODULES)} (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="modules mutated at the same time (default 1)")
     parser.add_argument("--min-score", type=float, default=90.0, help="exit 1 when a module scores below this")
+    parser.add_argument("--again", action="store_true",
+                        help="keep the last run's verdicts; test its survivors and changed functions again")
     args = parser.parse_args(argv)
     if unknown := [m for m in args.modules if m not in MODULES]:
         parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     modules = args.modules or list(MODULES)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        scores = list(pool.map(mutate, modules))
+        scores = list(pool.map(lambda module: mutate(module, args.again), modules))
     print(report(scores))
     return 0 if all(not s.error and s.percent >= args.min_score for s in scores) else 1
 

@@ -210,7 +210,7 @@ RETRIES = [
 
 @pytest.mark.parametrize(("window", "failures", "pauses", "gives_up"), RETRIES)
 def test_the_bookkeeping_is_retried_with_doubling_pauses_until_its_window_is_spent(
-        system, monkeypatch, window, failures, pauses, gives_up):
+        system, monkeypatch, caplog, window, failures, pauses, gives_up):
     clock, calls = Clock(), []
     monkeypatch.setattr(delivery, "time", clock)
 
@@ -227,6 +227,8 @@ def test_the_bookkeeping_is_retried_with_doubling_pauses_until_its_window_is_spe
     else:
         assert delivery.bookkeep(step, "outbound message m1", {"accepted": True}, window) == "recorded"
     assert clock.pauses == pauses and len(calls) == len(pauses) + 1
+    assert [m for m in caplog.messages if m.startswith("Recording a mail outcome failed")] == [
+        f"Recording a mail outcome failed (OperationalError); trying again in {pause:.2f} s." for pause in pauses]
 
 
 def test_an_error_that_is_not_the_databases_is_not_retried(system, monkeypatch):
@@ -276,6 +278,20 @@ def test_a_transport_bug_is_recorded_as_a_temporary_refusal_and_raised(system):
         delivery.deliver(message_id, Broken(), get_settings())
     row = message_row(message_id)
     assert (row["status"], row["attempts"], row["error"]) == ("queued", 1, "KeyError: 'a transport bug'")
+
+
+def test_a_transport_bug_whose_record_fails_carries_a_temporary_refusal_on(system, monkeypatch):
+    monkeypatch.setattr(get_settings(), "mail_bookkeeping_retry_s", 0)
+    message_id, claimed = stored_message(), []
+
+    class BrokenAfterClaim:
+        def send_many(self, messages):
+            claimed.append(True)
+            raise KeyError("a transport bug")
+
+    with commits_fail(when=lambda: bool(claimed), times=1000), pytest.raises(delivery.OutcomeUnrecorded) as raised:
+        delivery.deliver(message_id, BrokenAfterClaim(), get_settings())
+    assert raised.value.outcome == {"accepted": False, "reason": "KeyError: 'a transport bug'", "permanent": False}
 
 
 @pytest.mark.parametrize(("failure", "outcome"), [

@@ -1,7 +1,11 @@
 """The outbox sends after commit and never on rollback, the relay re-sends, the inbox absorbs repeats."""
 
+import json
+import logging
 import sqlite3
 import threading
+import time
+import uuid
 from contextlib import closing
 from datetime import UTC, datetime
 
@@ -99,12 +103,16 @@ def test_the_relay_leaves_fresh_rows_to_the_after_commit_dispatch(system, monkey
     assert unsent(system) == 5
 
 
-def test_an_event_consumed_twice_has_its_effects_once(system):
+def test_an_event_consumed_twice_has_its_effects_once_and_the_log_says_which_was_skipped(system, caplog):
+    caplog.set_level(logging.INFO, logger="shared.outbox")
     calls = []
     raw = envelope(purchase())
     first = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
     second = consume("billing", "test.consumer", raw, PurchaseCompleted, lambda s, e: calls.append(e.order_id))
     assert (first, second, calls) == (True, False, [1])
+    assert [m for m in caplog.messages if m.startswith("test.consumer")] == [
+        f"test.consumer handled event {raw['event_id']}.",
+        f"test.consumer skipped event {raw['event_id']}: already handled (IntegrityError)."]
 
 
 def test_a_failing_handler_leaves_no_inbox_row_so_the_retry_runs_it(system):
@@ -239,17 +247,17 @@ class Recorded:
 
 def test_a_row_leaves_as_one_message_named_by_its_id_for_its_actor_on_its_queue_declared_first_after_its_delay(
         system, monkeypatch):
-    broker, recorded = broker_for("billing"), Recorded()
+    broker, recorded, queue = broker_for("billing"), Recorded(), f"billing.probe_{uuid.uuid4().hex}"  # a new queue
     monkeypatch.setattr(broker, "enqueue", recorded)
     with transaction("api") as session:
-        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 1}, delay_ms=60_000)
-        send(session, "billing", "billing.probe", "billing.probe_actor", {"n": 2})
+        send(session, "billing", queue, "billing.probe_actor", {"n": 1}, delay_ms=60_000)
+        send(session, "billing", queue, "billing.probe_actor", {"n": 2})
     publisher.flush()
 
     first, second = (r["id"] for r in system.rows("api", "SELECT id FROM outbox ORDER BY created_at"))
-    assert recorded.seen == [(first, "billing.probe", "billing.probe_actor", ({"n": 1},), 60_000),
-                             (second, "billing.probe", "billing.probe_actor", ({"n": 2},), None)]
-    assert "billing.probe" in broker.queues and unsent(system) == 0
+    assert recorded.seen == [(first, queue, "billing.probe_actor", ({"n": 1},), 60_000),
+                             (second, queue, "billing.probe_actor", ({"n": 2},), None)]
+    assert queue in broker.queues and unsent(system) == 0
 
 
 def test_a_message_the_broker_refuses_stays_unsent_and_does_not_hold_back_the_rest(system, monkeypatch, caplog):
@@ -270,6 +278,62 @@ def test_a_handlers_own_integrity_error_is_raised_not_taken_for_a_repeat(system)
         for _ in range(2):
             session.execute(inbox.insert().values(consumer="test.other", event_id="same"))
 
+    raw = envelope(purchase())
+    # Handled already, but by another consumer; and this consumer has handled another event.
+    assert consume("billing", "test.another_consumer", raw, PurchaseCompleted, lambda s, e: None)
+    assert consume("billing", "test.consumer", envelope(purchase(2)), PurchaseCompleted, lambda s, e: None)
+
     with pytest.raises(sa.exc.IntegrityError):
-        consume("billing", "test.consumer", envelope(purchase()), PurchaseCompleted, duplicates)
-    assert system.rows("billing", "SELECT * FROM inbox") == []
+        consume("billing", "test.consumer", raw, PurchaseCompleted, duplicates)
+    assert len(system.rows("billing", "SELECT * FROM inbox")) == 2
+
+
+def test_an_event_published_under_a_given_id_reaches_every_subscriber_under_that_id(system):
+    with transaction("api") as session:
+        assert publish(session, purchase(), event_id="order-1-paid") == "order-1-paid"
+    payloads = [r["payload"] for r in system.rows("api", "SELECT payload FROM outbox")]
+    assert len(payloads) == 5 and all(json.loads(p)["event_id"] == "order-1-paid" for p in payloads)
+    system.drain()
+
+
+@pytest.fixture
+def east_of_utc(monkeypatch):
+    """The machine's clock in a zone ahead of UTC (UTC+5:30), as a container with TZ set has it."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zone(system, monkeypatch, east_of_utc):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
+    with transaction("api") as session:
+        publish(session, purchase())
+    publisher.flush()
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: rows)  # taken, not sent: no worker runs it
+    assert relay("api", older_than_s=60) == 0  # a minute old at the least: these are not
+    assert relay("api", older_than_s=0) == 5  # rows written "in the future" would be left for later
+
+    monkeypatch.setattr(get_settings(), "outbox_keep_hours", 1)
+    monkeypatch.setattr(get_settings(), "inbox_keep_days", 0.1)
+    with transaction("billing") as session:
+        session.execute(inbox.insert().values(consumer="billing.recent", event_id="e-recent"))
+    assert purge("api") == (0, 0) and purge("billing") == (0, 0)  # sent and handled just now: kept
+
+
+def test_the_relay_sends_the_oldest_rows_first(system, monkeypatch):
+    monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
+    for order_id in (1, 2):
+        with transaction("api") as session:
+            publish(session, purchase(order_id))
+    publisher.flush()
+    with transaction("api") as session:  # order 2's rows were written first after all
+        session.execute(sa.text("UPDATE outbox SET created_at = '2000-01-01 00:00:00' WHERE payload LIKE :second"),
+                        {"second": '%"order_id": 2%'})
+    batches = []
+    monkeypatch.setattr(outbox_module, "_enqueue",
+                        lambda rows: batches.append({row["payload"]["data"]["order_id"] for row in rows}) or rows)
+
+    assert relay("api", older_than_s=0, batch=5) == 10
+    assert batches == [{2}, {1}, set()]

@@ -107,6 +107,12 @@ def test_the_simulated_provider_fails_at_its_error_rate(error_rate, failed):
     assert len(outcomes) == 20 and sum(o is not None for o in outcomes) == failed
 
 
+def test_the_simulated_provider_is_the_seeds_mock_unless_told_otherwise():
+    sender = SimulatedSender()  # 20-80 ms a send, 1% temporary errors
+    assert (sender.min_delay, sender.max_delay, sender.error_rate, sender.seed, sender.concurrency) == (
+        0.02, 0.08, 0.01, 0, 5000)
+
+
 def test_an_smtp_sender_made_without_settings_never_waits_unbounded_and_sends_in_the_clear():
     sender = SmtpSender("127.0.0.1", 25, mail_from="from@example.com")
     assert (sender.timeout, sender.starttls, sender.username, sender.password, sender.ca_file) == (

@@ -35,7 +35,7 @@ def self_signed(folder) -> tuple[str, str]:
 
 class Mailbox:
     def __init__(self):
-        self.received = []
+        self.received, self.logins = [], []
 
     async def handle_DATA(self, server, session, envelope):
         self.received.append((session.authenticated, envelope.rcpt_tos))
@@ -55,6 +55,7 @@ def secure_server(tmp_path):
     context.load_cert_chain(cert, key)
 
     def authenticate(server, session, envelope, mechanism, auth_data):
+        mailbox.logins.append((auth_data.login, auth_data.password))
         ok = auth_data.login == b"mailer" and auth_data.password == b"s3cret"
         return AuthResult(success=ok, handled=False)
 
@@ -94,6 +95,15 @@ def test_a_wrong_password_counts_as_the_provider_being_down(secure_server):
     with pytest.raises(ProviderDown, match="refused the session"):
         sender.send_many([message(1)])
     assert mailbox.received == []
+
+
+def test_a_username_without_a_password_logs_in_with_an_empty_one(secure_server):
+    port, cert, mailbox = secure_server
+    sender = SmtpSender("127.0.0.1", port, mail_from="from@example.com", username="mailer", starttls=True,
+                        ca_file=cert, timeout=5)
+    with pytest.raises(ProviderDown, match="refused the session"):
+        sender.send_many([message(1)])
+    assert set(mailbox.logins) == {(b"mailer", b"")}  # smtplib tries each mechanism the server offers
 
 
 def test_a_server_that_demands_starttls_refuses_a_plain_session(secure_server):
