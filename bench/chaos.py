@@ -86,7 +86,10 @@ class Fleet:
 
     def kill_one(self, rng: random.Random) -> str:
         with self.lock:
-            name = rng.choice([n for n in self.commands if n.startswith("worker-") and self.children[n].poll() is None])
+            alive = [n for n in self.commands if n.startswith("worker-") and self.children[n].poll() is None]
+            if not alive:
+                return "nothing (every worker is restarting)"
+            name = rng.choice(alive)
             os.killpg(self.children[name].pid, signal.SIGKILL)
             self.kills.append((time.time(), name))
         return name
