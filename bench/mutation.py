@@ -31,13 +31,13 @@ MODULES = {
     "payments/stripe": ("services/api/payments/stripe.py", READERS),
     "payments/paytm": ("services/api/payments/paytm.py", READERS),
     "payments/mpesa": ("services/api/payments/mpesa.py", READERS),
-    "outbox": ("shared/outbox.py", ["tests/unit/test_outbox.py", "tests/unit/test_publisher.py"]),
-    "publisher": ("shared/publisher.py", ["tests/unit/test_publisher.py", "tests/unit/test_outbox.py"]),
+    "outbox": ("shared/outbox.py", ["tests/component/test_outbox.py", "tests/component/test_publisher.py"]),
+    "publisher": ("shared/publisher.py", ["tests/component/test_publisher.py", "tests/component/test_outbox.py"]),
     "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
-                                               "tests/unit/test_smtp_security.py", "tests/unit/test_mailer.py"]),
-    "delivery": ("services/mailer/delivery.py", ["tests/unit/test_mail_delivery.py", "tests/unit/test_mailer.py"]),
-    "links": ("services/media/links.py", ["tests/unit/test_downloads.py"]),
-    "grants": ("services/media/handlers.py", ["tests/unit/test_grants.py", "tests/unit/test_downloads.py"]),
+                                               "tests/component/test_smtp_security.py", "tests/component/test_mailer.py"]),
+    "delivery": ("services/mailer/delivery.py", ["tests/component/test_mail_delivery.py", "tests/component/test_mailer.py"]),
+    "links": ("services/media/links.py", ["tests/component/test_downloads.py"]),
+    "grants": ("services/media/handlers.py", ["tests/component/test_grants.py", "tests/component/test_downloads.py"]),
 }
 DETECTED = {"killed", "timeout", "caught by type check"}
 
@@ -90,7 +90,7 @@ def results(folder: Path) -> dict[str, str]:
 
 
 def mutate(module: str, again: bool = False) -> Score:
-    """Run mutmut over one module (one child at a time: the unit tier's databases are one folder per process).
+    """Run mutmut over one module (one child at a time: the component tier's databases are one folder per process).
     `again`: keep the last run's verdicts, test its survivors and the changed functions against today's tests."""
     score = Score(module)
     folder = WORK / module.replace("/", "-")

@@ -24,7 +24,7 @@ from services.api.payments import (
 )
 from services.api.payments.common import read_as
 from services.api.payments.paytm import PaytmNotification
-from tests.unit.test_webhooks_mpesa import callback
+from tests.component.test_webhooks_mpesa import callback
 
 PAYTM = {"ORDERID": "ord_1", "TXNID": "T1", "TXNAMOUNT": "25.50", "STATUS": "TXN_SUCCESS", "RESPMSG": "ok"}
 

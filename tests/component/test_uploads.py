@@ -11,7 +11,7 @@ import pytest
 from services.api.app import create_app
 from shared.settings import get_settings
 from shared.storage import LocalStorage
-from tests.unit.uploading import Body, multipart, put_file, stored_files
+from tests.component.uploading import Body, multipart, put_file, stored_files
 
 LIMIT = 4000  # the upload limit these tests set, in bytes
 QUOTA = 10_000  # the seller quota these tests set, in bytes

@@ -10,7 +10,7 @@ import stripe
 
 from services.api.payments import WebhookRejected, verify_stripe
 from shared.settings import get_settings
-from tests.unit.system import post_stripe, stripe_event, stripe_headers
+from tests.component.system import post_stripe, stripe_event, stripe_headers
 
 WRONG_SECRET = "whsec_someone_elses_secret"
 

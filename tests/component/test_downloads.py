@@ -19,8 +19,8 @@ from services.media.models import DownloadGrant
 from shared.db import transaction
 from shared.settings import Settings, get_settings
 from shared.storage import LocalStorage
-from tests.unit.system import post_stripe, stripe_event
-from tests.unit.uploading import multipart, put_file, stored_files
+from tests.component.system import post_stripe, stripe_event
+from tests.component.uploading import multipart, put_file, stored_files
 
 FILE = b"%PDF-1.7\n" + b"the field guide, every page of it\n" * 500
 FILENAME = "field-guide.pdf"

@@ -10,7 +10,7 @@ from services.api.http import limiter
 from shared.db import transaction
 from shared.settings import get_settings
 from shared.web import SECURITY_HEADERS
-from tests.unit.system import PASSWORD
+from tests.component.system import PASSWORD
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from shared.db import after_release, engine_for, transaction
 from shared.outbox import publish
-from tests.unit.test_outbox import purchase
+from tests.component.test_outbox import purchase
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import paytmchecksum
 import pytest
 
 from shared.settings import get_settings
-from tests.unit.system import stripe_event, stripe_headers
+from tests.component.system import stripe_event, stripe_headers
 
 DEEP = "[" * 5000 + "]" * 5000
 CURRENCY = {"stripe": "USD", "paytm": "INR", "mpesa": "KES"}

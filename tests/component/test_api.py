@@ -7,7 +7,7 @@ import pytest
 
 from shared.settings import get_settings
 from shared.storage import LocalStorage
-from tests.unit.system import PASSWORD
+from tests.component.system import PASSWORD
 
 
 def fields(response) -> set[str]:

@@ -14,7 +14,7 @@ from shared.outbox import publish, publisher
 from shared.publisher import BATCH, Publisher
 from shared.settings import get_settings
 from tests.support import wait_until
-from tests.unit.test_outbox import purchase, unsent
+from tests.component.test_outbox import purchase, unsent
 
 
 class HeldBroker:

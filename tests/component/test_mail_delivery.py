@@ -15,7 +15,7 @@ from services.mailer.senders import ProviderDown, ProviderUnavailable, SendFaile
 from services.market import cli
 from shared.db import engine_for, transaction
 from shared.settings import get_settings
-from tests.unit.test_mailer import message_row, smtp_server, stored_message
+from tests.component.test_mailer import message_row, smtp_server, stored_message
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from shared.contracts import CampaignControlRequested, InvoiceEmail, InvoiceEmai
 from shared.db import transaction
 from shared.settings import get_settings
 from tests.support import TwoSlots
-from tests.unit.test_mail_delivery import commits_fail
-from tests.unit.test_mailer import smtp_server
+from tests.component.test_mail_delivery import commits_fail
+from tests.component.test_mailer import smtp_server
 
 AN_HOUR_AGO = timedelta(hours=1)
 

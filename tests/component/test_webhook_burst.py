@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.unit.system import stripe_event, stripe_headers
+from tests.component.system import stripe_event, stripe_headers
 
 BURST = 100
 

@@ -1,6 +1,6 @@
 """A Stripe-paid order travels through every service, once."""
 
-from tests.unit.system import post_stripe, stripe_event
+from tests.component.system import post_stripe, stripe_event
 
 
 def test_a_signed_stripe_payment_reaches_every_service(system):

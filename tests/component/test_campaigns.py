@@ -27,7 +27,7 @@ from shared.messaging import broker_for
 from shared.settings import get_settings
 from shared.storage import LocalStorage
 from tests.support import TwoSlots
-from tests.unit.system import post_stripe, stripe_event
+from tests.component.system import post_stripe, stripe_event
 
 TEMPLATE = {"subject": "Hello #name", "body": "You pledged #pledge and paid #paid_amount."}
 

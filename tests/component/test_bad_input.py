@@ -19,7 +19,7 @@ from services.market import registry
 from shared.db import engine_for, kernel_metadata
 from shared.settings import SERVICES, get_settings
 from tests.unit.conftest import clean_system
-from tests.unit.system import PASSWORD, stripe_event, stripe_headers
+from tests.component.system import PASSWORD, stripe_event, stripe_headers
 
 DEEP = "[" * 5000 + "]" * 5000
 DEEP_IN_OBJECT = '{"email": "a@example.com", "name": ' + DEEP + "}"
