@@ -26,8 +26,8 @@ from shared.db import transaction
 from shared.messaging import broker_for
 from shared.settings import get_settings
 from shared.storage import LocalStorage
-from tests.support import TwoSlots
 from tests.component.system import post_stripe, stripe_event
+from tests.support import TwoSlots
 
 TEMPLATE = {"subject": "Hello #name", "body": "You pledged #pledge and paid #paid_amount."}
 

@@ -16,9 +16,9 @@ from services.market import cli
 from shared.contracts import CampaignControlRequested, InvoiceEmail, InvoiceEmailsRequested, envelope
 from shared.db import transaction
 from shared.settings import get_settings
-from tests.support import TwoSlots
 from tests.component.test_mail_delivery import commits_fail
 from tests.component.test_mailer import smtp_server
+from tests.support import TwoSlots
 
 AN_HOUR_AGO = timedelta(hours=1)
 

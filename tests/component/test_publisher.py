@@ -13,8 +13,8 @@ from shared.db import transaction
 from shared.outbox import publish, publisher
 from shared.publisher import BATCH, Publisher
 from shared.settings import get_settings
-from tests.support import wait_until
 from tests.component.test_outbox import purchase, unsent
+from tests.support import wait_until
 
 
 class HeldBroker:
