@@ -295,6 +295,7 @@ class Books:
                     "SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
                 left[f"{service} failed jobs"] = conn.scalar(sa.text("SELECT count(*) FROM failed_jobs"))
         left["RabbitMQ messages"] = sum(self.rabbit.depths().values())
+        left |= {f"  of which on {queue}": n for queue, n in self.rabbit.depths().items() if n}
         left["Redis messages"] = sum(self.redis.hlen(k) for k in self.redis.scan_iter("dramatiq:*.msgs"))
         with self.engines["mailer"].connect() as conn:
             left["mailer emails not sent"] = conn.scalar(sa.text(
