@@ -58,7 +58,7 @@ SENDERS = 32  # the provider's concurrent deliveries
 
 
 class Capture:
-    """The SMTP server's mailbox: when each message arrived, to whom, with what subject."""
+    """The SMTP server's mailbox: when each message arrived, and its subject."""
 
     def __init__(self):
         self.mails, self.lock = [], threading.Lock()
@@ -66,7 +66,7 @@ class Capture:
     async def handle_DATA(self, server, session, envelope):
         headers = email.parser.BytesHeaderParser().parsebytes(envelope.content)
         with self.lock:
-            self.mails.append((time.time(), str(headers["To"]), str(headers["Subject"])))
+            self.mails.append((time.time(), str(headers["Subject"])))
         return "250 OK"
 
 
@@ -267,7 +267,7 @@ class Books:
         """Each effect: (count per order id, how many each order should have)."""
         confirmations, downloads = Counter(), Counter()
         with self.capture.lock:
-            subjects = [subject for _, _, subject in self.capture.mails]
+            subjects = [subject for _, subject in self.capture.mails]
         for subject in subjects:
             if subject.startswith("Order ") and (order := self.refs.get(subject.split()[1])):
                 confirmations[order] += 1
@@ -295,6 +295,7 @@ class Books:
                     "SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
                 left[f"{service} failed jobs"] = conn.scalar(sa.text("SELECT count(*) FROM failed_jobs"))
         left["RabbitMQ messages"] = sum(self.rabbit.depths().values())
+        left |= {f"  of which on {queue}": n for queue, n in self.rabbit.depths().items() if n}
         left["Redis messages"] = sum(self.redis.hlen(k) for k in self.redis.scan_iter("dramatiq:*.msgs"))
         with self.engines["mailer"].connect() as conn:
             left["mailer emails not sent"] = conn.scalar(sa.text(
@@ -311,7 +312,7 @@ class Books:
             ledger = conn.scalar(sa.text("SELECT extract(epoch FROM min(created_at)) FROM ledger_entries "
                                          "WHERE created_at > to_timestamp(:t)"), {"t": moment})
         with self.capture.lock:
-            mail = min((t for t, _, _ in self.capture.mails if t > moment), default=None)
+            mail = min((t for t, _ in self.capture.mails if t > moment), default=None)
         return {"ledger row": ledger and round(float(ledger) - moment, 1), "email": mail and round(mail - moment, 1)}
 
 

@@ -1,9 +1,9 @@
 """PostgreSQL, RabbitMQ and Redis servers of a run's own, on free ports, which the run may restart.
 
 The machine's servers are shared and must not be restarted; these are started into a temporary folder and
-removed with it. Each has `start()`, `stop()`, `restart(down_s)` and `answers()`; `url` is what a service
-connects to. PostgreSQL and RabbitMQ run as their system users (`initdb` refuses root; RabbitMQ's cookie
-belongs to its user), so the folders are handed to those users.
+removed with it. Each has `start()`, `stop()` and `restart(down_s)`; `url` is what a service connects to.
+PostgreSQL and RabbitMQ run as their system users when this is root (`initdb` refuses root; RabbitMQ's
+cookie belongs to its user), so the folders are handed to those users.
 """
 
 import os
@@ -97,8 +97,6 @@ class Postgres(Server):
     def stop(self) -> None:
         as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop"])
 
-    def answers(self) -> bool:
-        return listening(self.port)
 
 
 class RabbitMQ(Server):
@@ -140,9 +138,6 @@ class RabbitMQ(Server):
     def stop(self) -> None:
         self.ctl("stop")
         wait_for("RabbitMQ to stop", lambda: not listening(self.port), timeout=60)
-
-    def answers(self) -> bool:
-        return listening(self.port)
 
     def depths(self) -> dict[str, int]:
         """Messages in every queue, ready and unacknowledged (delay queues included)."""

@@ -1,5 +1,8 @@
 """The fault run, small: 200 signed purchases while workers are killed and RabbitMQ, PostgreSQL and Redis each
-restart once; nothing lost, nothing doubled beyond the mailer's counted ambiguous sends, no 500."""
+restart once; nothing lost, nothing doubled beyond the mailer's counted ambiguous sends, no 500.
+
+It usually drains within a minute of the last purchase; the deadline is generous because a message that met
+several outages waits out a backoff that doubles each time (up to 5 minutes)."""
 
 import json
 import os
@@ -21,8 +24,8 @@ def test_the_small_fault_run_loses_and_doubles_nothing_and_answers_no_500(tmp_pa
     report_file = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "bench/chaos.py", "--purchases", "200", "--rate", "5", "--kill-every", "10",
-         "--down-s", "2", "--drain-s", "300", "--json", str(report_file)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+         "--down-s", "2", "--drain-s", "600", "--json", str(report_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert report_file.exists(), f"the fault run wrote no report:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     report = json.loads(report_file.read_text())
 
