@@ -34,8 +34,10 @@ MODULES = {
     "outbox": ("shared/outbox.py", ["tests/component/test_outbox.py", "tests/component/test_publisher.py"]),
     "publisher": ("shared/publisher.py", ["tests/component/test_publisher.py", "tests/component/test_outbox.py"]),
     "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
-                                               "tests/component/test_smtp_security.py", "tests/component/test_mailer.py"]),
-    "delivery": ("services/mailer/delivery.py", ["tests/component/test_mail_delivery.py", "tests/component/test_mailer.py"]),
+                                               "tests/component/test_smtp_security.py",
+                                               "tests/component/test_mailer.py"]),
+    "delivery": ("services/mailer/delivery.py", ["tests/component/test_mail_delivery.py",
+                                                 "tests/component/test_mailer.py"]),
     "links": ("services/media/links.py", ["tests/component/test_downloads.py"]),
     "grants": ("services/media/handlers.py", ["tests/component/test_grants.py", "tests/component/test_downloads.py"]),
 }
