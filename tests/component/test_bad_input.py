@@ -19,7 +19,7 @@ from services.market import registry
 from shared.db import engine_for, kernel_metadata
 from shared.settings import SERVICES, get_settings
 from tests.component.system import PASSWORD, stripe_event, stripe_headers
-from tests.unit.conftest import clean_system
+from tests.component.conftest import clean_system
 
 DEEP = "[" * 5000 + "]" * 5000
 DEEP_IN_OBJECT = '{"email": "a@example.com", "name": ' + DEEP + "}"

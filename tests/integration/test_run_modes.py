@@ -57,8 +57,8 @@ def test_market_up_with_servers_runs_one_process_per_service_and_stops_them_all(
         wait_until("media's web app", lambda: answers(f"http://127.0.0.1:{media_port}/healthz"), timeout=60)
         children = subprocess.run(["pgrep", "-g", str(up.pid), "-a", "-f", "services"], capture_output=True,
                                   text=True).stdout
-        for service in ("api", "billing", "mailer", "media", "reports"):
-            assert f"services.{service}.worker" in children, children
+        for service in ("api", "billing", "mailer", "media", "reports"):  # one worker each, on its own queues
+            assert f"services.market.worker --queues {service}." in children, children
         assert children.count("gunicorn") >= 2
     finally:
         up.send_signal(signal.SIGTERM)
