@@ -82,7 +82,7 @@ def test_insert_ignore_says_whether_it_inserted_on_postgresql(databases):
 DELIVERIES = """
 import hashlib, hmac, json, threading, time
 import sqlalchemy as sa
-from services import registry
+from services.market import registry
 from services.api.app import create_app
 from shared.db import transaction
 
