@@ -49,8 +49,7 @@ import sqlalchemy as sa
 import stripe
 from aiosmtpd.controller import Controller
 from servers import Postgres, RabbitMQ, Redis, free_port, wait_for
-from support import ROOT, clean_env
-from webhook_burst import PASSWORD, admin_token, answers, call
+from support import PASSWORD, ROOT, admin_token, answers, call, clean_env
 
 SERVICES = ["api", "billing", "mailer", "media", "reports"]
 SECRET = f"whsec_{uuid.uuid4().hex}{uuid.uuid4().hex}"

@@ -174,11 +174,11 @@ class MarketUp:
 
 
 def _kind(command: list[str]) -> str | None:
-    if "gunicorn" in command:
-        app = next(arg for arg in command if arg.endswith(":create_app()"))  # services.<name>.<module>:create_app()
-        return f"{app.split('.')[1]} web"
-    if "dramatiq" in command:  # one worker module for all: the service is known by its queues, <service>.<name>
-        return f"{command[command.index('--queues') + 1].split('.')[0]} worker"
+    line = " ".join(command)
+    if app := re.search(r"gunicorn.*services\.(\w+)\.\w+:create_app", line):  # also as its process title
+        return f"{app.group(1)} web"
+    if worker := re.search(r"dramatiq .*--queues (\w+)\.", line):  # one worker module: the queues name the service
+        return f"{worker.group(1)} worker"
     return None
 
 
