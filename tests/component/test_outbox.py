@@ -296,17 +296,17 @@ def test_an_event_published_under_a_given_id_reaches_every_subscriber_under_that
     system.drain()
 
 
-@pytest.fixture
-def east_of_utc(monkeypatch):
-    """The machine's clock in a zone ahead of UTC (UTC+5:30), as a container with TZ set has it."""
-    monkeypatch.setenv("TZ", "Asia/Kolkata")
+@pytest.fixture(params=["Asia/Kolkata", "America/Los_Angeles"])  # ahead of UTC (+5:30) and behind it (-8)
+def zone(request, monkeypatch):
+    """The machine's clock in another zone than UTC, as a container with TZ set has it."""
+    monkeypatch.setenv("TZ", request.param)
     time.tzset()
     yield
     monkeypatch.undo()
     time.tzset()
 
 
-def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zone(system, monkeypatch, east_of_utc):
+def test_the_relay_and_the_purge_read_the_clock_in_utc_whatever_the_machines_zone(system, monkeypatch, zone):
     monkeypatch.setattr(outbox_module, "_enqueue", lambda rows: [])
     with transaction("api") as session:
         publish(session, purchase())

@@ -146,7 +146,19 @@ def test_an_idle_publisher_answers_its_brokers_and_still_sends_what_comes_later(
     wait_until("the publisher to idle twice", lambda: len(idle) >= count + 2, timeout=20, interval=0.05)
     publisher.submit("api", [{"n": 2}])
     publisher.flush(10)
-    assert sent == [1, 2]
+    assert sent == [1, 2] and publisher.flush(0) is False  # nothing pending, nothing in flight
+
+
+def test_a_flush_out_of_time_with_rows_only_in_flight_says_so(caplog):
+    started, release = threading.Event(), threading.Event()
+    publisher = Publisher(lambda owner, rows: started.set() or release.wait(10), lambda: [])
+    publisher.submit("api", [{"n": 1}])
+    assert started.wait(10)  # taken: in flight, nothing pending
+    try:
+        assert publisher.flush(0.1) is True
+    finally:
+        release.set()
+    assert "The outbox publisher still had 1 rows after 0 s; the relay will send them." in caplog.messages
 
 
 def test_a_process_waits_at_exit_for_its_rows_to_leave(monkeypatch):
