@@ -79,7 +79,8 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
     pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout_s}
     if url.get_backend_name() == "sqlite":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database:  # not an in-memory database
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.QueuePool, **pool)
         event.listen(engine, "connect", _sqlite_connect)
         WriterTurn().attach(engine)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import cast
 
 import sqlalchemy as sa
 from dramatiq import Message
@@ -163,10 +164,10 @@ def purge(service: str) -> tuple[int, int]:
     """Delete sent outbox rows and old inbox rows past their keeping time; returns how many of each."""
     settings, now = get_settings(), datetime.now(UTC)
     with transaction(service) as session:
-        sent = session.execute(outbox.delete().where(
-            outbox.c.sent_at < now - timedelta(hours=settings.outbox_keep_hours))).rowcount
-        handled = session.execute(inbox.delete().where(
-            inbox.c.handled_at < now - timedelta(days=settings.inbox_keep_days))).rowcount
+        sent = cast(sa.CursorResult, session.execute(outbox.delete().where(
+            outbox.c.sent_at < now - timedelta(hours=settings.outbox_keep_hours)))).rowcount
+        handled = cast(sa.CursorResult, session.execute(inbox.delete().where(
+            inbox.c.handled_at < now - timedelta(days=settings.inbox_keep_days)))).rowcount
     return sent, handled
 
 
@@ -210,5 +211,5 @@ def consume(service: str, consumer: str, raw: dict, event_type: type[E],
 
 def _already_handled(service: str, consumer: str, event_id: str) -> bool:
     with transaction(service) as session:
-        return session.scalar(sa.select(sa.func.count()).select_from(inbox).where(
-            inbox.c.consumer == consumer, inbox.c.event_id == event_id)) > 0
+        return session.execute(sa.select(sa.func.count()).select_from(inbox).where(
+            inbox.c.consumer == consumer, inbox.c.event_id == event_id)).scalar_one() > 0

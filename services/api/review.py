@@ -1,6 +1,6 @@
 """Product review: an admin approves or rejects a product; the seller is told in the app and by email."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 import sqlalchemy as sa
 from flask import Blueprint, g, request, send_file
@@ -109,9 +109,9 @@ def _decide(session: Session, product_id: int, decision: ProductStatus, reason: 
     403 unless the caller is an admin, 404 if unknown, 409 if already made or the file changed."""
     _require_admin(session)
     unchanged = [Product.file_sha256 == reviewed_sha256] if reviewed_sha256 else []
-    changed = session.execute(
+    changed = cast(sa.CursorResult, session.execute(
         sa.update(Product).where(Product.id == product_id, Product.status.in_(PRODUCT.sources(decision)), *unchanged)
-        .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
+        .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False))).rowcount
     product = session.get(Product, product_id, populate_existing=True)
     if product is None:
         raise ApiError(404, f"product {product_id} does not exist")
