@@ -30,7 +30,7 @@ from services.mailer.handlers import SendInFlight
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
 from services.mailer.personalise import personalise
-from services.mailer.senders import Outgoing, ProviderUnavailable, SendFailed, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, SendFailed, Sender, send_guarded
 from shared.contracts import CAMPAIGN, CampaignState
 from shared.db import transaction
 from shared.messaging import PermanentError
@@ -44,7 +44,7 @@ _ADDRESS = re.compile(r'[^@\s,;<>"]+@[^@\s,;<>"]+')
 
 @dataclass(frozen=True)
 class Mail:
-    sender: object
+    sender: Sender
     pacer: Pacer | Unlimited
     chunk_spacing_s: float
     budget_s: float  # no email is handed out after this long, so the outcome is recorded inside the time limit

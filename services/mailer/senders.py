@@ -28,6 +28,7 @@ from email.mime.text import MIMEText
 from email.utils import formatdate
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Protocol
 
 import pybreaker
 
@@ -54,6 +55,12 @@ class ProviderDown(Exception):
     """The provider cannot be reached; nothing in the batch was sent after this point."""
 
 
+class Sender(Protocol):
+    """What every transport is: a batch in, one outcome per message out (None when it was sent)."""
+
+    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]: ...
+
+
 UTF8 = Charset("utf-8")
 UTF8.body_encoding = QP  # readable bodies, as EmailMessage.set_content writes them
 
@@ -61,16 +68,19 @@ UTF8.body_encoding = QP  # readable bodies, as EmailMessage.set_content writes t
 def as_email(message: Outgoing, mail_from: str) -> Message:
     """The MIME message, built with the compat32 classes: with EmailMessage's default policy an email took 3.2 ms
     to build and write out, with these about 1 ms. Their generator still refuses a header holding another."""
-    text = MIMEText(message.text, "plain", UTF8)
+    # typeshed wants the charset's name; the stdlib takes a Charset too, which is how QP bodies are chosen
+    text = MIMEText(message.text, "plain", UTF8)  # type: ignore[arg-type]
+    email: Message
     if message.html is None:
         email = text
     else:
         email = MIMEMultipart("alternative")
         email.attach(text)
-        email.attach(MIMEText(message.html, "html", UTF8))
+        email.attach(MIMEText(message.html, "html", UTF8))  # type: ignore[arg-type]  # a Charset, as above
     # Header names are case-insensitive: mutating their case changes nothing (see README, Mutation testing).
     email["From"], email["To"] = mail_from, message.to  # pragma: no mutate
-    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)
+    # compat32 messages take a Header as a value; typeshed types them all with str values
+    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)  # type: ignore[assignment]
     email["Date"] = formatdate(localtime=False)  # pragma: no mutate
     email["Message-ID"] = f"<{message.message_id}@marketplace>"  # pragma: no mutate
     return email
@@ -206,7 +216,8 @@ class Overlap:
     on `overlap.loop` whose completion calls `reply`)."""
 
     def __init__(self, limit: int):
-        self.limit, self.in_flight, self.waiting = limit, 0, deque()
+        self.limit, self.in_flight = limit, 0
+        self.waiting: deque[tuple[Callable, Callable]] = deque()  # the sends beyond `limit`, with their replies
         self.due: dict[int, list] = {}  # millisecond -> the replies due then
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="mail-overlap", daemon=True).start()
@@ -274,7 +285,7 @@ def overlap(limit: int) -> Overlap:
         return _overlaps[key]
 
 
-def sender_from(settings: Settings):
+def sender_from(settings: Settings) -> Sender:
     if settings.mail_transport == "smtp":
         return SmtpSender(settings.smtp_host, settings.smtp_port, mail_from=settings.mail_from,
                           username=settings.smtp_username, password=settings.smtp_password,
@@ -312,7 +323,7 @@ def breaker() -> pybreaker.CircuitBreaker:
                              exclude=[lambda exc: not isinstance(exc, ProviderDown)])
 
 
-def send_guarded(sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+def send_guarded(sender: Sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
     """Send through the circuit breaker; raises ProviderUnavailable while the provider is down."""
     try:
         return breaker().call(sender.send_many, messages)
