@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -62,6 +63,8 @@ class Base(DeclarativeBase):
     """Base for a service's models; each service subclasses it with its own MetaData."""
 
     __abstract__ = True
+    if TYPE_CHECKING:
+        __table__: ClassVar[sa.Table]  # every model here is mapped to a Table (SQLAlchemy says any FromClause)
 
 
 @cache

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.mailer import handlers
-from services.mailer.senders import ProviderUnavailable, SendFailed, Sender, send_guarded
+from services.mailer.senders import ProviderUnavailable, Sender, SendFailed, send_guarded
 from shared.db import transaction
 from shared.settings import Settings
 

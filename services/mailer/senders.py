@@ -18,7 +18,7 @@ import ssl
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
@@ -55,10 +55,19 @@ class ProviderDown(Exception):
     """The provider cannot be reached; nothing in the batch was sent after this point."""
 
 
+class Batch(Protocol):
+    """What a transport reads of a batch: its size, and each message in turn (a list, or a `PacedBatch` that
+    hands each out when the shared pace allows)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Outgoing]: ...
+
+
 class Sender(Protocol):
     """What every transport is: a batch in, one outcome per message out (None when it was sent)."""
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]: ...
+    def send_many(self, messages: Batch) -> list[SendFailed | None]: ...
 
 
 UTF8 = Charset("utf-8")
@@ -125,7 +134,7 @@ class SmtpSender:
             raise ProviderDown(f"SMTP {self.host}:{self.port} refused the session: {exc}") from exc
         return smtp
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         outcomes: list[SendFailed | None] = []
         with self._connect() as smtp:
             for message in messages:
@@ -164,7 +173,7 @@ class FileSender:
     def __init__(self, folder: Path, mail_from: str):
         self.folder, self.mail_from = Path(folder), mail_from
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         self.folder.mkdir(parents=True, exist_ok=True)
         for message in messages:
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".mail-")
@@ -194,7 +203,7 @@ class SimulatedSender:
         failed = (value & (2**64 - 1)) / 2**64 < self.error_rate
         return delay, SendFailed("simulated provider error 451", permanent=False) if failed else None
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         outcomes = [self._outcome(m) for m in messages]
         if self.max_delay <= 0:
             return [failure for _, failure in outcomes]
@@ -323,7 +332,7 @@ def breaker() -> pybreaker.CircuitBreaker:
                              exclude=[lambda exc: not isinstance(exc, ProviderDown)])
 
 
-def send_guarded(sender: Sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+def send_guarded(sender: Sender, messages: Batch) -> list[SendFailed | None]:
     """Send through the circuit breaker; raises ProviderUnavailable while the provider is down."""
     try:
         return breaker().call(sender.send_many, messages)
