@@ -2,7 +2,7 @@
 """Set-up and everyday commands on a fresh clone, with nothing but Python 3.11.
 
     python3 dev.py run     create .venv, install, run the whole system (embedded by default)
-    python3 dev.py test    create .venv, install, run ruff and the whole test suite
+    python3 dev.py test    create .venv, install, run ruff, mypy and the whole test suite
     python3 dev.py install only create .venv and install (and k8s/tools' validator, with npm)
     python3 dev.py mutate  mutation testing of the money, delivery and signature modules (bench/mutation.py)
 
@@ -64,8 +64,9 @@ def main() -> int:
         os.execv(BIN / "market", [str(BIN / "market"), "up", *rest])
     if command == "test":
         lint = subprocess.call([str(BIN / "ruff"), "check", "shared", "services", "tests", "bench", "dev.py"])
+        types = subprocess.call([str(BIN / "mypy")])  # shared/ and services/, as pyproject.toml's [tool.mypy] says
         tests = subprocess.call([str(BIN / "python"), "-m", "pytest", *rest])
-        return tests or lint
+        return tests or lint or types
     if command == "mutate":
         return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "mutation.py"), *rest])
     return 0

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -62,6 +63,8 @@ class Base(DeclarativeBase):
     """Base for a service's models; each service subclasses it with its own MetaData."""
 
     __abstract__ = True
+    if TYPE_CHECKING:
+        __table__: ClassVar[sa.Table]  # every model here is mapped to a Table (SQLAlchemy says any FromClause)
 
 
 @cache
@@ -79,7 +82,8 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
     pool = {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout_s}
     if url.get_backend_name() == "sqlite":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database:  # not an in-memory database
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30}, poolclass=sa.pool.QueuePool, **pool)
         event.listen(engine, "connect", _sqlite_connect)
         WriterTurn().attach(engine)

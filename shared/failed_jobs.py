@@ -1,5 +1,7 @@
 """Operator actions on a service's failed-jobs store (list, retry, forget, flush)."""
 
+from typing import cast
+
 import sqlalchemy as sa
 
 from shared.db import failed_jobs, transaction
@@ -31,4 +33,4 @@ def forget(service: str, ids: list[int] | None) -> int:
     if ids is not None:
         query = query.where(failed_jobs.c.id.in_(ids))
     with transaction(service) as session:
-        return session.execute(query).rowcount
+        return cast(sa.CursorResult, session.execute(query)).rowcount

@@ -12,7 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from functools import cache
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import dramatiq
 import pika
@@ -74,7 +74,8 @@ class MaintainedRedisBroker(RedisBroker):
             try:
                 held = self.client.smembers(f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}")
                 if held:
-                    self.do_requeue(queue_name, *(m.decode() for m in held))
+                    # the broker's client leaves responses undecoded: the members are bytes
+                    self.do_requeue(queue_name, *(m.decode() for m in cast(set[bytes], held)))
                     log.warning("Put %d delayed messages back on %s after a lost Redis connection.", len(held),
                                 queue_name)
             except redis.exceptions.ConnectionError as exc:  # Dramatiq retries a consumer on its own errors
@@ -97,11 +98,14 @@ class MaintainedRedisBroker(RedisBroker):
         seconds the next to be delivered has waited (0 when none): Dramatiq keeps a queue as a list of
         message ids (`<namespace>:<queue>`, delivered from the head) and the messages in a hash beside it."""
         key = f"{self.namespace}:{queue_name}"
-        depth, head = self.client.pipeline().llen(key).lindex(key, 0).execute()
+        pipeline = self.client.pipeline()
+        pipeline.llen(key)
+        pipeline.lindex(key, 0)
+        depth, head = pipeline.execute()
         data = self.client.hget(f"{key}.msgs", head) if head is not None else None
         if data is None:  # empty, or delivered between the two reads
             return depth, 0.0
-        message = dramatiq.Message.decode(data)
+        message = dramatiq.Message.decode(cast(bytes, data))  # undecoded, as above
         enqueued_at = message.options.get("enqueued_at", message.message_timestamp)
         return depth, max(0, current_millis() - enqueued_at) / 1000
 
@@ -176,6 +180,7 @@ def broker_for(service: str) -> dramatiq.Broker:
     """The broker this process uses to reach `service` (its own, or a target of a publish)."""
     settings = get_settings()
     url = settings.broker_url_for(service)
+    broker: dramatiq.Broker
     if url.startswith("amqp"):
         broker = RabbitmqBroker(url=url, confirm_delivery=True)
     elif url.startswith("redis"):
@@ -272,6 +277,7 @@ def defer(service: str, delay_ms: int) -> None:
     """Put the message being processed back on its queue after `delay_ms` without spending a retry
     (the provider is down: waiting is the cure, failing is not)."""
     message = CurrentMessage.get_current_message()
+    assert message is not None  # called by an actor, while its message is processed
     broker_for(service).enqueue(message.copy(), delay=delay_ms)
     log.warning("Message %s (%s) deferred by %d ms.", message.message_id, message.actor_name, delay_ms)
 
@@ -289,10 +295,10 @@ def actor(service: str, name: str, *, queue: str, time_limit_s: int, max_retries
     """Declare an actor on its service's broker; PermanentError is never retried, an outage longer than others."""
     def declare(fn):
         declared = dramatiq.actor(
-            fn, actor_name=name, queue_name=queue, broker=broker_for(service),
+            actor_name=name, queue_name=queue, broker=broker_for(service),
             time_limit=time_limit_s * 1000, max_retries=max_retries,
             min_backoff=backoff_s * 1000, max_backoff=max_backoff_s * 1000, throws=(PermanentError,),
-        )
+        )(fn)
         # Read when a message fails, so the declared (or a test's) max_retries still rules ordinary failures.
         declared.options["retry_when"] = lambda retries, exc: retries_left(declared.options["max_retries"],
                                                                             retries, exc)

@@ -15,6 +15,7 @@ from importlib.metadata import version
 from flask import Blueprint, Flask, current_app
 from pydantic import BaseModel, ConfigDict
 from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
+from spectree.models import SecureType
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 
 SWAGGER_UI_ASSETS = SWAGGER_UI_PY_ROOT / "static"  # Swagger UI 5, as swagger-ui-py packages it
@@ -38,7 +39,7 @@ class Api:
     """One HTTP app's operations, as declared by its views."""
 
     def __init__(self, title: str, description: str):
-        bearer = SecurityScheme(name="bearer", data=SecuritySchemeData(type="http", scheme="bearer"))
+        bearer = SecurityScheme(name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))
         self.spec = SpecTree(
             "flask", mode="strict", path="docs", page_templates={}, title=title, description=description,
             version=version("marketplace-services"), naming_strategy=lambda model: model.__name__,

@@ -174,11 +174,17 @@ class ConfirmChannel:
         self.broker, self.connection = broker, broker.connection
         self._blocking = self.connection.channel()
         self._channel = self._blocking._impl  # the asynchronous channel: publishing on it does not block
-        self._next_tag, self._waiting, self._returned = 1, {}, set()
+        self._next_tag = 1
+        self._waiting: dict[int, Message] = {}  # delivery tag -> the message awaiting the broker's answer
+        self._returned: set[str] = set()  # ids of the messages the broker returned
         self._acked: set[str] = set()
         ready: list[bool] = []
-        self._channel.confirm_delivery(ack_nack_callback=self._on_answer,
-                                       callback=lambda _frame: (ready.append(True), self._wake()))
+
+        def confirming(_frame) -> None:
+            ready.append(True)
+            self._wake()
+
+        self._channel.confirm_delivery(ack_nack_callback=self._on_answer, callback=confirming)
         self._channel.add_on_return_callback(self._on_return)
         self._channel.add_on_close_callback(lambda *_: self._wake())
         if not self._wait_until(lambda: ready, CONFIRM_TIMEOUT_S):

@@ -18,7 +18,9 @@ class Service:
 
     @property
     def folder(self) -> Path:
-        return Path(importlib.import_module(self.package).__file__).parent
+        init = importlib.import_module(self.package).__file__
+        assert init is not None  # a service is a regular package, with its __init__.py
+        return Path(init).parent
 
     @property
     def migrations(self) -> Path:

@@ -8,7 +8,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pathvalidate import sanitize_filename
 
@@ -85,7 +85,7 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def incoming(self) -> BinaryIO:
+    def incoming(self) -> IO[bytes]:
         """A new temporary file on the storage volume, so that `move_in` is an atomic rename. Files a crashed
         process left there for over an hour are removed on the way (an upload takes far less)."""
         folder = self.root / _INCOMING

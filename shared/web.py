@@ -55,8 +55,8 @@ def harden(app: Flask) -> Flask:
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     for unavailable in DATABASE_UNAVAILABLE:
         app.register_error_handler(unavailable, _database_unavailable)
-    for unavailable in BROKER_UNAVAILABLE:
-        app.register_error_handler(unavailable, _broker_unavailable)
+    for broker_down in BROKER_UNAVAILABLE:
+        app.register_error_handler(broker_down, _broker_unavailable)
     app.after_request(_security_headers)
     return app
 

@@ -17,7 +17,8 @@ def create_app() -> Flask:
     register_errors(app)
     init_limiter(app)
     if get_settings().trusted_proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=get_settings().trusted_proxies,
+        # Flask's documented way to wrap its WSGI app (mypy sees a method assigned to)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=get_settings().trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=get_settings().trusted_proxies)
     for blueprint in (users.bp, catalog.bp, orders.bp, webhooks.bp, leads.bp, review.bp, notifications.bp,
                       campaigns.bp):

@@ -57,7 +57,8 @@ class CampaignOut(BaseModel):
     def of(cls, row: CampaignStatus) -> "CampaignOut":
         left = row.total - row.sent - row.failed
         attempted = row.sent + row.failed
-        return cls(id=row.id, title=row.title, status=row.status, total=row.total, sent=row.sent, failed=row.failed,
+        return cls(id=row.id, title=row.title, status=CampaignState(row.status), total=row.total, sent=row.sent,
+                   failed=row.failed,
                    queued=0 if row.status == "cancelled" else left, cancelled=left if row.status == "cancelled" else 0,
                    delivery_rate=round(row.sent / attempted, 4) if attempted else None,
                    user_triggered=row.user_triggered, status_url=f"/campaigns/{row.id}")

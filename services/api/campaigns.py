@@ -3,7 +3,7 @@ the mailer as campaign.requested, and serves its status from a read model the ma
 
 import json
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError, model_validator
@@ -157,17 +157,19 @@ def _recipients(session, campaign: NewCampaign) -> list[dict]:
         if len(found) > MAX_RECIPIENTS:
             raise ApiError(409, f"segment {campaign.segment} has {len(found):,} users, over {MAX_RECIPIENTS:,}")
         return found
-    unique = {}
+    unique: dict[str, dict] = {}
+    assert campaign.recipients is not None  # NewCampaign holds recipients when it has no segment
     for r in campaign.recipients:
         unique.setdefault(r.email.lower(), r.model_dump())
     return list(unique.values())
 
 
 def _requested(campaign_id: str, campaign: NewCampaign, recipients: list[dict]) -> CampaignRequested:
-    fields = {"campaign_id": campaign_id, "title": campaign.title or campaign.subject[:200],
-              "subject": campaign.subject, "body": campaign.body, "user_triggered": campaign.user_triggered}
+    fields: dict[str, Any] = {"campaign_id": campaign_id, "title": campaign.title or campaign.subject[:200],
+                              "subject": campaign.subject, "body": campaign.body,
+                              "user_triggered": campaign.user_triggered}
     if len(recipients) <= INLINE_RECIPIENTS:
-        return CampaignRequested(**fields, recipients=recipients)
+        return CampaignRequested.model_validate({**fields, "recipients": recipients})
     key = f"campaigns/{campaign_id}/recipients.json"
     LocalStorage(get_settings().storage_dir).put(key, json.dumps(recipients).encode())
     return CampaignRequested(**fields, recipients_key=key)

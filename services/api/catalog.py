@@ -109,6 +109,7 @@ def upload_file(product_id: int):
     try:
         with transaction("api") as session:
             product, replaced = files.store(session, storage, product_id, upload)
+            assert product.file_key is not None  # the upload's key, just stored
             publish(session, ProductFileUploaded(
                 product_id=product_id, storage_key=product.file_key, filename=upload.filename,
                 content_type=upload.content_type, size_bytes=upload.size, sha256=upload.sha256))

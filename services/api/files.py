@@ -4,7 +4,7 @@ storage exactly while the product or an order line refers to them."""
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import sqlalchemy as sa
 from flask import request
@@ -31,7 +31,7 @@ class Spool:
     """Where the multipart parser writes the file part: a temporary file on the storage volume, hashed and
     measured on the way, refused the moment it passes the limit."""
 
-    def __init__(self, file: BinaryIO, limit: int):
+    def __init__(self, file: IO[bytes], limit: int):
         self.file, self.limit, self.size, self.hash = file, limit, 0, hashlib.sha256()
 
     def write(self, data: bytes) -> int:
@@ -100,7 +100,9 @@ def _parse(storage: LocalStorage, spools: list[Spool], limit: int):
         spools.append(Spool(storage.incoming(), limit))
         return spools[-1]
 
-    parser = FormDataParser(spool, max_form_memory_size=FORM_MEMORY, max_form_parts=8,
+    # werkzeug only writes the part to what the factory returns (and seeks it): a Spool, not a whole IO
+    parser = FormDataParser(spool,  # type: ignore[arg-type]
+                            max_form_memory_size=FORM_MEMORY, max_form_parts=8,
                             max_content_length=request.max_content_length)
     _, _, files = parser.parse(request.stream, request.mimetype, request.content_length, request.mimetype_params)
     return files
@@ -124,6 +126,8 @@ def store(session: Session, storage: LocalStorage, product_id: int, upload: Uplo
     """Make the upload the product's file under its content-addressed key, within the seller's quota; returns
     the product and the key it replaced (None if none), for `delete_unless_referenced` after commit."""
     product = session.get(Product, product_id, with_for_update=True, populate_existing=True)
+    if product is None:
+        raise ApiError(404, f"product {product_id} does not exist")
     # One upload at a time per seller, so two parallel uploads cannot both fit in the last of the quota.
     session.get(User, product.seller_id, with_for_update=True)
     key, quota = product_file_key(product.id, upload.sha256), get_settings().seller_quota_bytes
@@ -147,7 +151,7 @@ def stored_bytes(session: Session, storage: LocalStorage, product: Product, new_
     every version an order line pins, each counted once."""
     current = session.scalars(sa.select(Product.file_key).where(
         Product.seller_id == product.seller_id, Product.id != product.id, Product.file_key.is_not(None)))
-    keys = set(current) | pinned_keys(session, product.seller_id)
+    keys = {k for k in current if k is not None} | pinned_keys(session, product.seller_id)
     return sum(storage.size(k) for k in keys - {new_key} if storage.exists(k)) + (new_size if new_key else 0)
 
 
@@ -165,6 +169,7 @@ def delete_unless_referenced(session: Session, storage: LocalStorage, product_id
     order lines). An upload takes an approved product back to review, so no checkout pins the old key after
     it; and a line that pinned it before is seen here, and that version stays for its buyer."""
     product = session.get(Product, product_id, with_for_update=True, populate_existing=True)
+    assert product is not None  # the upload's transaction has just stored its file
     pinned = session.scalar(sa.select(sa.func.count()).select_from(OrderLine).where(OrderLine.file_key == key))
     if product.file_key == key or pinned:
         return False

@@ -35,6 +35,7 @@ def process_webhook(session: Session, webhook_event_id: int) -> None:
     problem = _mismatch(order, payment, event.provider)
     if problem:
         return _reject(event, problem)
+    assert order is not None  # else `_mismatch` names the problem
     event.status = WEBHOOK(event.status, WebhookStatus.PROCESSED)
     if order.status == OrderStatus.PAID:
         event.detail = "order already paid"
@@ -65,6 +66,7 @@ def _mark_paid(session: Session, order: Order, payment_id: str) -> None:
     order.status = ORDER(order.status, OrderStatus.PAID)
     order.provider_payment_id, order.paid_at = payment_id, datetime.now(UTC)
     buyer = session.get(User, order.buyer_id)
+    assert buyer is not None  # the order's buyer (users are never deleted)
     event_id = publish(session, PurchaseCompleted(
         order_id=order.id, order_reference=order.reference, buyer_id=buyer.id, buyer_email=buyer.email,
         buyer_name=buyer.name, currency=order.currency, total_minor=order.total_minor, provider=order.provider,

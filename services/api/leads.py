@@ -80,7 +80,9 @@ def _assignee(session: Session, body: NewLead) -> User:
         product = session.get(Product, body.product_id)
         if product is None or product.status != ProductStatus.APPROVED:
             raise ApiError(404, f"product {body.product_id} does not exist")
-        return session.get(User, product.seller_id)
+        seller = session.get(User, product.seller_id)
+        assert seller is not None  # the product's seller (users are never deleted)
+        return seller
     if not is_admin(session, g.user_id):
         raise ApiError(403, "only an admin can assign a lead to a user; send a lead about a product (product_id)")
     assignee = session.get(User, body.assigned_user_id)
@@ -103,7 +105,7 @@ def get_lead(lead_id: int):
 
 
 def _visible(session: Session, lead: Lead) -> bool:
-    return g.user_id in (lead.created_by_id, lead.assigned_user_id) or session.get(User, g.user_id).is_admin
+    return g.user_id in (lead.created_by_id, lead.assigned_user_id) or is_admin(session, g.user_id)
 
 
 def announce_again(session: Session, lead_id: int | None, user_id: int | None) -> tuple[Lead, User, str]:

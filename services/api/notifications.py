@@ -1,6 +1,7 @@
 """In-app notifications: a user lists and marks read their own, never anyone else's."""
 
 from datetime import UTC, datetime
+from typing import cast
 
 import sqlalchemy as sa
 from flask import Blueprint, g
@@ -83,11 +84,11 @@ def mark_read(notification_id: int):
 def mark_all_read():
     """Mark every notification read."""
     with transaction("api") as session:
-        marked = session.execute(sa.update(Notification).where(
-            Notification.user_id == g.user_id, Notification.read_at.is_(None)).values(read_at=datetime.now(UTC)))
+        marked = cast(sa.CursorResult, session.execute(sa.update(Notification).where(
+            Notification.user_id == g.user_id, Notification.read_at.is_(None)).values(read_at=datetime.now(UTC))))
         return MarkedRead(marked=marked.rowcount, unread_count=0)
 
 
 def _unread(session: Session) -> int:
-    return session.scalar(sa.select(sa.func.count()).select_from(Notification).where(
-        Notification.user_id == g.user_id, Notification.read_at.is_(None)))
+    return session.execute(sa.select(sa.func.count()).select_from(Notification).where(
+        Notification.user_id == g.user_id, Notification.read_at.is_(None))).scalar_one()

@@ -1,6 +1,6 @@
 """Product review: an admin approves or rejects a product; the seller is told in the app and by email."""
 
-from typing import Annotated
+from typing import Annotated, cast
 
 import sqlalchemy as sa
 from flask import Blueprint, g, request, send_file
@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from services.api import files
 from services.api.catalog import ProductOut, ProductPage
-from services.api.http import ApiError, Body, Page, api, authenticated, paged, parse, query
+from services.api.http import ApiError, Body, Page, api, authenticated, is_admin, paged, parse, query
 from services.api.models import PRODUCT, Notification, Product, ProductStatus, User
 from shared.contracts import ProductApproved, ProductRejected
 from shared.db import transaction
@@ -57,6 +57,7 @@ def review_file(product_id: int):
         product = session.get(Product, product_id)
         if product is None or product.file_key is None:
             raise ApiError(404, f"product {product_id} has no file")
+    assert product.file_sha256 is not None  # written with its file_key
     path = LocalStorage(get_settings().storage_dir).path(product.file_key)
     return send_file(path, mimetype="application/octet-stream", as_attachment=True,
                      download_name=f"product-{product_id}-{product.file_sha256[:12]}")
@@ -98,7 +99,7 @@ def reject(product_id: int):
 
 
 def _require_admin(session: Session) -> None:
-    if not session.get(User, g.user_id).is_admin:
+    if not is_admin(session, g.user_id):
         raise ApiError(403, "only an admin can review products")
 
 
@@ -109,9 +110,9 @@ def _decide(session: Session, product_id: int, decision: ProductStatus, reason: 
     403 unless the caller is an admin, 404 if unknown, 409 if already made or the file changed."""
     _require_admin(session)
     unchanged = [Product.file_sha256 == reviewed_sha256] if reviewed_sha256 else []
-    changed = session.execute(
+    changed = cast(sa.CursorResult, session.execute(
         sa.update(Product).where(Product.id == product_id, Product.status.in_(PRODUCT.sources(decision)), *unchanged)
-        .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False)).rowcount
+        .values(status=decision, rejection_reason=reason).execution_options(synchronize_session=False))).rowcount
     product = session.get(Product, product_id, populate_existing=True)
     if product is None:
         raise ApiError(404, f"product {product_id} does not exist")
@@ -120,7 +121,9 @@ def _decide(session: Session, product_id: int, decision: ProductStatus, reason: 
     if not changed:
         raise ApiError(409, f"product {product_id}'s file is no longer the version you reviewed "
                             f"(now {product.file_sha256 or 'none'}); review it again")
-    return product, session.get(User, product.seller_id)
+    seller = session.get(User, product.seller_id)
+    assert seller is not None  # the product's seller (users are never deleted)
+    return product, seller
 
 
 def notify(session: Session, user_id: int, kind: str, title: str, body: str, data: dict) -> None:

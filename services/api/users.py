@@ -95,9 +95,9 @@ def sign_in():
     body = parse(SignIn)
     with transaction("api") as session:
         user = session.scalars(sa.select(User).where(User.email == body.email.lower())).first()
-        known = user is not None and user.password_hash is not None
-        matches = check_password_hash(user.password_hash if known else _NO_USER, body.password)
-        if not (known and matches):
+        password_hash = user.password_hash if user is not None else None
+        matches = check_password_hash(password_hash if password_hash is not None else _NO_USER, body.password)
+        if user is None or password_hash is None or not matches:
             raise ApiError(401, "wrong email or password")
         return Token(id=user.id, **issue_token(session, user.id)), 201
 
@@ -118,6 +118,7 @@ def me():
     """The signed-in user."""
     with transaction("api") as session:
         user = session.get(User, g.user_id)
+        assert user is not None  # a live token's (users are never deleted)
         return Me(id=user.id, email=user.email, name=user.name, is_admin=user.is_admin)
 
 

@@ -91,6 +91,7 @@ def _verified(verify) -> Received:
         return verify()
     except WebhookRejected as exc:
         # The rule, not the path: the M-Pesa path holds the callback secret.
+        assert request.url_rule is not None  # the request reached a view through its rule
         log.warning("Rejected a %s webhook: %s.", request.url_rule.rule, exc)
         raise ApiError(400, str(exc)) from None
 

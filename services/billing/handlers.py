@@ -1,6 +1,7 @@
 """Billing's work as plain functions: money in integer minor units, never floats."""
 
 from collections import Counter
+from collections.abc import Callable
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -9,7 +10,8 @@ from services.billing.models import Balance, LedgerEntry, PurchaseLine
 from shared.contracts import PurchaseCompleted
 
 PLATFORM = "platform:fees"
-_UPSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_UPSERT: dict[str, Callable[..., postgresql.Insert | sqlite.Insert]] = {"postgresql": postgresql.insert,
+                                                                       "sqlite": sqlite.insert}
 
 
 def record_purchase(session: Session, event: PurchaseCompleted, fee_bps: int) -> None:

@@ -122,7 +122,7 @@ def record_sent(session: Session, event: InvoiceEmailsSent) -> None:
         finished_at=sa.case((done >= InvoiceRun.total, now), else_=None)))
 
 
-def progress(run_id: str) -> InvoiceRun:
+def progress(run_id: str) -> InvoiceRun | None:
     with transaction(SERVICE) as session:
         return session.get(InvoiceRun, run_id)
 

@@ -44,6 +44,7 @@ def watch(run_id: str, stall_warning_s: float = 60) -> None:
     try:
         while True:
             run = invoices.progress(run_id)
+            assert run is not None  # the run `send` started (runs are never deleted)
             done, now = run.sent + run.failed, time.monotonic()
             if samples and done != samples[-1][1]:
                 last_change = now

@@ -57,6 +57,7 @@ def deliver_message(payload: dict) -> None:
 def carry_on(delay_ms: int, *args) -> None:
     """Replace the message being processed by one with `args`, `delay_ms` later, spending no retry."""
     message = CurrentMessage.get_current_message()
+    assert message is not None  # called by an actor, while its message is processed
     broker_for(SERVICE).enqueue(message.copy(args=args), delay=delay_ms)
 
 

@@ -30,7 +30,7 @@ from services.mailer.handlers import SendInFlight
 from services.mailer.models import Campaign, CampaignRecipient
 from services.mailer.pacing import PacedBatch, Pacer, Unlimited
 from services.mailer.personalise import personalise
-from services.mailer.senders import Outgoing, ProviderUnavailable, SendFailed, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, Sender, SendFailed, send_guarded
 from shared.contracts import CAMPAIGN, CampaignState
 from shared.db import transaction
 from shared.messaging import PermanentError
@@ -44,7 +44,7 @@ _ADDRESS = re.compile(r'[^@\s,;<>"]+@[^@\s,;<>"]+')
 
 @dataclass(frozen=True)
 class Mail:
-    sender: object
+    sender: Sender
     pacer: Pacer | Unlimited
     chunk_spacing_s: float
     budget_s: float  # no email is handed out after this long, so the outcome is recorded inside the time limit
@@ -135,7 +135,8 @@ def _claim_message(session: Session, campaign_id: str, position: int, mail: Mail
 def _claim(campaign: Campaign, due: list[CampaignRecipient], mail: Mail) -> dict[int, Outgoing]:
     """Record the attempt on each recipient of `due` before it is made; the batch to send, by position."""
     now, in_flight_until = datetime.now(UTC), timedelta(seconds=mail.ambiguous_after_s)
-    if any(r.status == "sending" and now - _utc(r.attempted_at) < in_flight_until for r in due):
+    if any(r.status == "sending" and r.attempted_at is not None and now - _utc(r.attempted_at) < in_flight_until
+           for r in due):
         raise SendInFlight(f"campaign {campaign.id}: an attempt begun moments ago is sending these recipients")
     if campaign.status == CampaignState.QUEUED:
         campaign.status = CAMPAIGN(campaign.status, CampaignState.SENDING)
@@ -168,7 +169,7 @@ def _transmit(campaign_id: str, claimed: dict[int, Outgoing], mail: Mail) -> lis
         log.warning("Campaign %s: the mail provider is unavailable (%s); nothing went out, the work waits.",
                     campaign_id, exc)
         # Nothing went out: give the attempts back (if even that fails, they become ambiguous later).
-        retrying(lambda session: _record(session, lock(session, campaign_id), list(claimed), [], mail),
+        retrying(lambda session: _record(session, _locked(session, campaign_id), list(claimed), [], mail),
                  mail.bookkeeping_retry_s)
         raise
     except Exception as exc:
@@ -180,7 +181,7 @@ def _transmit(campaign_id: str, claimed: dict[int, Outgoing], mail: Mail) -> lis
 
 def _record_chunk(session: Session, *, campaign_id: str, chunk: int, positions: list[int],
                   outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
-    campaign = lock(session, campaign_id)
+    campaign = _locked(session, campaign_id)
     outcome = _record(session, campaign, positions, outcomes, mail)
     # Once every recipient is settled the cursor moves on, even when paused (resuming sends the next chunk);
     # compared with `chunk`, so recording twice moves it once.
@@ -196,12 +197,20 @@ def _record_chunk(session: Session, *, campaign_id: str, chunk: int, positions: 
 
 def _record_message(session: Session, *, campaign_id: str, positions: list[int],
                     outcomes: list[SendFailed | None], mail: Mail) -> Outcome:
-    campaign = lock(session, campaign_id)
+    campaign = _locked(session, campaign_id)
     outcome = _record(session, campaign, positions, outcomes, mail)
     if campaign.status == CampaignState.SENDING and _settled(session, campaign):
         _complete(campaign)
     progressed(session, campaign)
     return outcome
+
+
+def _locked(session: Session, campaign_id: str) -> Campaign:
+    """The campaign whose recipients were claimed, locked (`lock`); claiming found it, and it stays."""
+    campaign = lock(session, campaign_id)
+    if campaign is None:
+        raise PermanentError(f"campaign {campaign_id} does not exist")
+    return campaign
 
 
 def _record(session: Session, campaign: Campaign, positions: list[int], outcomes: list[SendFailed | None],
@@ -252,8 +261,8 @@ def _settled(session: Session, campaign: Campaign) -> bool:
     """Every recipient sent, failed or held (held ones wait for an operator, not for this campaign)."""
     if campaign.sent + campaign.failed >= campaign.total:
         return True
-    held = session.scalar(sa.select(sa.func.count()).where(CampaignRecipient.campaign_id == campaign.id,
-                                                            CampaignRecipient.status == "held"))
+    held = session.execute(sa.select(sa.func.count()).where(CampaignRecipient.campaign_id == campaign.id,
+                                                            CampaignRecipient.status == "held")).scalar_one()
     return campaign.sent + campaign.failed + held >= campaign.total
 
 

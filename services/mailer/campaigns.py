@@ -68,8 +68,10 @@ def on_campaign_requested(session: Session, event: CampaignRequested, routing: R
                         sent=0, failed=0, chunk_size=routing.chunk_size, next_chunk=0)
     session.add(campaign)
     session.flush()
+    # pydantic's `include` takes any set of names, though annotated with `set`
     session.execute(sa.insert(CampaignRecipient), [
-        {"campaign_id": campaign.id, "position": position, "email": r.email, "fields": r.model_dump(include=FIELDS),
+        {"campaign_id": campaign.id, "position": position, "email": r.email,
+         "fields": r.model_dump(include=FIELDS),  # type: ignore[arg-type]
          "status": "queued", "attempts": 0} for position, r in enumerate(recipients)])
     dispatch(session, campaign)
     log.info("Campaign %s stored with %d recipients; it goes by %s on %s.", campaign.id, campaign.total, route,
@@ -133,8 +135,8 @@ def lock(session: Session, campaign_id: str) -> Campaign | None:
 
 
 def progressed(session: Session, campaign: Campaign) -> None:
-    publish(session, CampaignProgressed(campaign_id=campaign.id, status=campaign.status, total=campaign.total,
-                                        sent=campaign.sent, failed=campaign.failed))
+    publish(session, CampaignProgressed(campaign_id=campaign.id, status=CampaignState(campaign.status),
+                                        total=campaign.total, sent=campaign.sent, failed=campaign.failed))
 
 
 def _cancel_queued(session: Session, campaign_id: str) -> None:

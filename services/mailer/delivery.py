@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.mailer import handlers
-from services.mailer.senders import ProviderUnavailable, SendFailed, send_guarded
+from services.mailer.senders import ProviderUnavailable, Sender, SendFailed, send_guarded
 from shared.db import transaction
 from shared.settings import Settings
 
@@ -25,7 +25,7 @@ class OutcomeUnrecorded(Exception):
         self.outcome = outcome
 
 
-def deliver(message_id: str, sender, settings: Settings, outcome: dict | None = None) -> str | None:
+def deliver(message_id: str, sender: Sender, settings: Settings, outcome: dict | None = None) -> str | None:
     """Send a stored message once; returns the reason of a temporary refusal. Given the `outcome` of an
     earlier send whose record failed, only records it."""
     if outcome is not None:

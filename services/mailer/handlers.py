@@ -60,6 +60,7 @@ def claim(session: Session, message_id: str, policy: str, ambiguous_after_s: flo
         raise PermanentError(f"outbound message {message_id} does not exist")
     now = datetime.now(UTC)
     if message.status == "sending":
+        assert message.attempted_at is not None  # written with the status
         if now - _utc(message.attempted_at) < timedelta(seconds=ambiguous_after_s):
             raise SendInFlight(f"outbound message {message_id} is being sent by an attempt begun moments ago")
         message.ambiguous += 1

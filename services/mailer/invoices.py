@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from services.mailer.delivery import bookkeep, retrying
 from services.mailer.handlers import SendInFlight
 from services.mailer.models import InvoiceChunk
-from services.mailer.senders import Outgoing, ProviderUnavailable, send_guarded
+from services.mailer.senders import Outgoing, ProviderUnavailable, Sender, send_guarded
 from services.mailer.templates import subject, template
 from shared.contracts import InvoiceEmail, InvoiceEmailsRequested, InvoiceEmailsSent, open_envelope
 from shared.db import inbox, insert_ignore, transaction
@@ -37,7 +37,8 @@ def render(invoice: InvoiceEmail, run_id: str) -> Outgoing:
                     template("invoice/body.txt").render(context))
 
 
-def send_chunk(raw: dict, sender, storage: LocalStorage, settings: Settings, answers: dict | None = None) -> None:
+def send_chunk(raw: dict, sender: Sender, storage: LocalStorage, settings: Settings,
+               answers: dict | None = None) -> None:
     """Send one chunk once: safe twice, as a chunk recorded done or held is skipped and one recorded `sending` is
     in flight (SendInFlight) or ambiguous; billing never asks twice for an invoice it has marked emailed.
     Given the `answers` of an earlier send whose record failed, only records them."""
@@ -76,7 +77,9 @@ def claim(session: Session, run_id: str, chunk: int, policy: str, ambiguous_afte
                         attempted_at=now):
         return True
     row = session.get(InvoiceChunk, (run_id, chunk), with_for_update=True, populate_existing=True)
+    assert row is not None  # the insert above met this row
     if row.status == "sending":
+        assert row.attempted_at is not None  # written with the status
         if now - _utc(row.attempted_at) < timedelta(seconds=ambiguous_after_s):
             raise SendInFlight(f"invoice run {run_id} chunk {chunk} is being sent by an attempt begun moments ago")
         row.ambiguous += 1
@@ -113,7 +116,7 @@ def record(session: Session, event_id: str, event: InvoiceEmailsRequested, sent:
     publish(session, InvoiceEmailsSent(run_id=event.run_id, chunk=event.chunk, sent=list(sent), failed=failed))
 
 
-def _send(event: InvoiceEmailsRequested, sender) -> tuple[dict[int, Outgoing], dict[int, str]]:
+def _send(event: InvoiceEmailsRequested, sender: Sender) -> tuple[dict[int, Outgoing], dict[int, str]]:
     """Send the chunk, trying temporary refusals again at once; the invoices sent, and those failed with why."""
     pending = {i.invoice_id: render(i, event.run_id) for i in event.invoices}
     sent: dict[int, Outgoing] = {}

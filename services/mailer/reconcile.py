@@ -118,6 +118,7 @@ def release(held_id: str, went_out: bool) -> str:
 
 def _release_recipient(session, recipient: CampaignRecipient, went_out: bool) -> str:
     campaign = lock(session, recipient.campaign_id)
+    assert campaign is not None  # the recipient's row points at it
     what = f"campaign {campaign.id} recipient {recipient.position}"
     if went_out:
         recipient.status, recipient.sent_at, recipient.error = "sent", datetime.now(UTC), None

@@ -18,7 +18,7 @@ import ssl
 import tempfile
 import threading
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
@@ -28,6 +28,7 @@ from email.mime.text import MIMEText
 from email.utils import formatdate
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import pybreaker
 
@@ -54,6 +55,21 @@ class ProviderDown(Exception):
     """The provider cannot be reached; nothing in the batch was sent after this point."""
 
 
+class Batch(Protocol):
+    """What a transport reads of a batch: its size, and each message in turn (a list, or a `PacedBatch` that
+    hands each out when the shared pace allows)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Outgoing]: ...
+
+
+class Sender(Protocol):
+    """What every transport is: a batch in, one outcome per message out (None when it was sent)."""
+
+    def send_many(self, messages: Batch) -> list[SendFailed | None]: ...
+
+
 UTF8 = Charset("utf-8")
 UTF8.body_encoding = QP  # readable bodies, as EmailMessage.set_content writes them
 
@@ -61,16 +77,19 @@ UTF8.body_encoding = QP  # readable bodies, as EmailMessage.set_content writes t
 def as_email(message: Outgoing, mail_from: str) -> Message:
     """The MIME message, built with the compat32 classes: with EmailMessage's default policy an email took 3.2 ms
     to build and write out, with these about 1 ms. Their generator still refuses a header holding another."""
-    text = MIMEText(message.text, "plain", UTF8)
+    # typeshed wants the charset's name; the stdlib takes a Charset too, which is how QP bodies are chosen
+    text = MIMEText(message.text, "plain", UTF8)  # type: ignore[arg-type]
+    email: Message
     if message.html is None:
         email = text
     else:
         email = MIMEMultipart("alternative")
         email.attach(text)
-        email.attach(MIMEText(message.html, "html", UTF8))
+        email.attach(MIMEText(message.html, "html", UTF8))  # type: ignore[arg-type]  # a Charset, as above
     # Header names are case-insensitive: mutating their case changes nothing (see README, Mutation testing).
     email["From"], email["To"] = mail_from, message.to  # pragma: no mutate
-    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)
+    # compat32 messages take a Header as a value; typeshed types them all with str values
+    email["Subject"] = message.subject if message.subject.isascii() else Header(message.subject, UTF8)  # type: ignore[assignment]
     email["Date"] = formatdate(localtime=False)  # pragma: no mutate
     email["Message-ID"] = f"<{message.message_id}@marketplace>"  # pragma: no mutate
     return email
@@ -115,7 +134,7 @@ class SmtpSender:
             raise ProviderDown(f"SMTP {self.host}:{self.port} refused the session: {exc}") from exc
         return smtp
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         outcomes: list[SendFailed | None] = []
         with self._connect() as smtp:
             for message in messages:
@@ -154,7 +173,7 @@ class FileSender:
     def __init__(self, folder: Path, mail_from: str):
         self.folder, self.mail_from = Path(folder), mail_from
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         self.folder.mkdir(parents=True, exist_ok=True)
         for message in messages:
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".mail-")
@@ -184,7 +203,7 @@ class SimulatedSender:
         failed = (value & (2**64 - 1)) / 2**64 < self.error_rate
         return delay, SendFailed("simulated provider error 451", permanent=False) if failed else None
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+    def send_many(self, messages: Batch) -> list[SendFailed | None]:
         timed = [self._outcome(m) for m in messages]
         if self.max_delay <= 0:
             return [failure for _, failure in timed]
@@ -228,7 +247,7 @@ class Overlap:
     def _start(self, batch: _Batch, sends: Sequence[int]) -> None:
         going, self.free = sends[:self.free], max(0, self.free - len(sends))
         self.waiting.extend((batch, index) for index in sends[len(going):])
-        now_ms, by_due = self.loop.time() * 1000, Counter()
+        now_ms, by_due = self.loop.time() * 1000, Counter[int]()
         for index in going:
             by_due[math.ceil(now_ms + batch.timed[index][0] * 1000)] += 1
         for due, count in by_due.items():
@@ -261,7 +280,7 @@ def overlap(limit: int) -> Overlap:
         return _overlaps[key]
 
 
-def sender_from(settings: Settings):
+def sender_from(settings: Settings) -> Sender:
     if settings.mail_transport == "smtp":
         return SmtpSender(settings.smtp_host, settings.smtp_port, mail_from=settings.mail_from,
                           username=settings.smtp_username, password=settings.smtp_password,
@@ -299,7 +318,7 @@ def breaker() -> pybreaker.CircuitBreaker:
                              exclude=[lambda exc: not isinstance(exc, ProviderDown)])
 
 
-def send_guarded(sender, messages: Sequence[Outgoing]) -> list[SendFailed | None]:
+def send_guarded(sender: Sender, messages: Batch) -> list[SendFailed | None]:
     """Send through the circuit breaker; raises ProviderUnavailable while the provider is down."""
     try:
         return breaker().call(sender.send_many, messages)

@@ -33,8 +33,10 @@ def create_app() -> Flask:
         """Messages waiting on each of the mailer's queues, and how long the oldest has waited (Redis only)."""
         if not isinstance(broker, MaintainedRedisBroker):
             return {"error": "the mailer's broker is not Redis; on RabbitMQ, read queue depths from RabbitMQ"}, 501
-        found = {queue: Waiting(**dict(zip(("depth", "oldest_wait_s"), broker.waiting(queue), strict=True)))
-                 for queue in sorted(broker.get_declared_queues())}
+        found: dict[str, Waiting] = {}
+        for queue in sorted(broker.get_declared_queues()):
+            depth, oldest_wait_s = broker.waiting(queue)
+            found[queue] = Waiting(depth=depth, oldest_wait_s=oldest_wait_s)
         return Queues(depth=sum(queue.depth for queue in found.values()),
                       oldest_wait_s=max((queue.oldest_wait_s for queue in found.values()), default=0.0),
                       queues=found)

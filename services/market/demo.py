@@ -65,11 +65,11 @@ def signed_webhook(api: str, provider: str, order: dict) -> tuple[str, bytes, di
                 {"Content-Type": "application/x-www-form-urlencoded"})
     items = [{"Name": "Amount", "Value": order["total_minor"] / 100},
              {"Name": "MpesaReceiptNumber", "Value": secrets.token_hex(5).upper()}]
-    body = {"Body": {"stkCallback": {"MerchantRequestID": secrets.token_hex(6),
-                                     "CheckoutRequestID": order["provider_checkout_id"], "ResultCode": 0,
-                                     "ResultDesc": "The service request is processed successfully.",
-                                     "CallbackMetadata": {"Item": items}}}}
-    return (f"{api}/webhooks/mpesa/{settings.mpesa_callback_secret}", json.dumps(body).encode(),
+    callback = {"Body": {"stkCallback": {"MerchantRequestID": secrets.token_hex(6),
+                                         "CheckoutRequestID": order["provider_checkout_id"], "ResultCode": 0,
+                                         "ResultDesc": "The service request is processed successfully.",
+                                         "CallbackMetadata": {"Item": items}}}}
+    return (f"{api}/webhooks/mpesa/{settings.mpesa_callback_secret}", json.dumps(callback).encode(),
             {"Content-Type": "application/json"})
 
 

@@ -81,7 +81,8 @@ def add_worker_duties(service: str) -> None:
     require_durable_broker(service)
     settings = get_settings()
     broker = broker_for(service)
-    broker.consumed_here = True
+    # a mark on the broker object, which `reaches_workers` reads (Dramatiq's Broker declares no such field)
+    broker.consumed_here = True  # type: ignore[attr-defined]
     duties = PeriodicDuties.of(broker)
     duties.add(f"{service}-outbox-relay", settings.outbox_relay_interval_s, lambda: relay(service))
     duties.add(f"{service}-outbox-purge", 3600, lambda: purge(service))

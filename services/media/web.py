@@ -40,10 +40,12 @@ def create_app() -> Flask:
             refusal = _refusal(grant)
             if refusal:
                 return refusal
+            assert grant is not None  # else `_refusal` answered 403
             file = _pinned_file(session, grant)
         stream = _open(storage, file)
         if stream is None:
             return {"error": f"the file for {grant.title!r} is not available yet"}, 404
+        assert file is not None  # else `_open` found nothing to open
         try:
             _count(grant_id, file.storage_key)
         except BaseException:

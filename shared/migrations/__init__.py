@@ -18,7 +18,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 
 from shared.db import kernel_metadata
 
@@ -88,12 +88,14 @@ def revise(history: History, message: str, url: sa.URL) -> Path:
             raise NothingToRevise(f"the {history.service} models match its revisions: there is nothing to write")
         number = len(list(ScriptDirectory.from_config(config).walk_revisions())) + 1
         script = command.revision(config, message, autogenerate=True, rev_id=f"{number:04d}")
+    assert isinstance(script, Script)  # one history has one head, so one revision is written
     return Path(script.path)
 
 
 def differences(connection: sa.Connection, tables: sa.MetaData | list[sa.MetaData]) -> list:
     """What autogenerate would change in the database to match `tables` (Alembic's diff directives)."""
-    return compare_metadata(MigrationContext.configure(connection), tables)
+    # Alembic compares a list of MetaData too (as its `target_metadata` may be), though annotated with one
+    return compare_metadata(MigrationContext.configure(connection), tables)  # type: ignore[arg-type]
 
 
 def describe(diff) -> str:
@@ -124,6 +126,7 @@ def render_item(kind: str, item, _context) -> str | Literal[False]:
 
 def _adopt(history: History, config: Config, connection: sa.Connection) -> str:
     first = ScriptDirectory.from_config(config).get_base()
+    assert first is not None  # a service's history starts with its 0001 revision file
     with _scratch(connection.engine.url) as engine, _migrating(engine) as blank:
         command.upgrade(_config(history, blank), first)
         expected = sa.MetaData()
@@ -171,6 +174,7 @@ def _migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
     copies a table and drops the old one, foreign keys are off meanwhile and checked before the commit."""
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        assert connection.connection.driver_connection is not None  # a connection just opened holds its driver's
         pragma = connection.connection.driver_connection.execute if sqlite else None
         if pragma:
             pragma("PRAGMA foreign_keys=OFF")  # outside the transaction, where SQLite ignores it
@@ -193,6 +197,7 @@ def _scratch(url: sa.URL) -> Iterator[sa.Engine]:
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
     else:
+        assert url.database is not None  # a PostgreSQL URL names the service's database
         scratch = url.set(database=f"{url.database[:40]}_scratch_{uuid.uuid4().hex[:8]}")
         _create_database(scratch)
         engine = sa.create_engine(scratch, poolclass=sa.pool.NullPool)

@@ -18,8 +18,8 @@ from services.api.payments import paytm_sign
 from services.market import registry
 from shared.db import engine_for, kernel_metadata
 from shared.settings import SERVICES, get_settings
-from tests.component.system import PASSWORD, stripe_event, stripe_headers
 from tests.component.conftest import clean_system
+from tests.component.system import PASSWORD, stripe_event, stripe_headers
 
 DEEP = "[" * 5000 + "]" * 5000
 DEEP_IN_OBJECT = '{"email": "a@example.com", "name": ' + DEEP + "}"
