@@ -34,6 +34,7 @@ MODULES = {
     "outbox": ("shared/outbox.py", ["tests/component/test_outbox.py", "tests/component/test_publisher.py"]),
     "publisher": ("shared/publisher.py", ["tests/component/test_publisher.py", "tests/component/test_outbox.py"]),
     "senders": ("services/mailer/senders.py", ["tests/unit/test_senders.py", "tests/unit/test_smtp_failures.py",
+                                               "tests/unit/test_overlapped_sends.py",
                                                "tests/component/test_smtp_security.py",
                                                "tests/component/test_mailer.py"]),
     "delivery": ("services/mailer/delivery.py", ["tests/component/test_mail_delivery.py",
